@@ -1,0 +1,40 @@
+"""Encode an audio dataset into SNAC token shards.
+
+    python encode.py                                          # demo data, snac_24khz, all GPUs or CPU
+    python encode.py codec=snac_44khz dataset=common_voice
+    python encode.py dataset=local_folder dataset.path=/data/wavs runtime.devices=[cuda:0,cuda:1]
+    python encode.py codec.weights=random runtime=debug       # offline smoke run, meaningless tokens
+    python encode.py -m dataset=demo,demo_music codec=snac_24khz,snac_32khz   # a sweep: 4 runs
+
+Each run writes shards/, manifest.jsonl, rejects.jsonl and its log into its Hydra output dir,
+outputs/<date>/<time>/ (sweeps: outputs/multirun/<date>/<time>/<job>/). Secrets come only from
+the environment (HF_TOKEN, WANDB_API_KEY), never from the command line.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from snactok import ConfigError, register_configs
+from snactok.pipeline import run
+
+log = logging.getLogger("encode")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except ConfigError as err:
+        log.error("config error: %s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

@@ -1,0 +1,198 @@
+"""Config schemas (one per Hydra group) and the checks that run before any process starts.
+
+The YAML files under `conf/` hold values only; these dataclasses give every key its type, so a
+typo or a wrong type fails at composition with Hydra's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; raised before any process starts."""
+
+
+@dataclass
+class ArchConfig:
+    """The fields of a SNAC `config.json`."""
+
+    sampling_rate: int = MISSING
+    encoder_dim: int = MISSING
+    encoder_rates: list[int] = MISSING
+    decoder_dim: int = MISSING
+    decoder_rates: list[int] = MISSING
+    attn_window_size: int | None = None
+    codebook_size: int = 4096
+    codebook_dim: int = 8
+    vq_strides: list[int] = MISSING
+    noise: bool = True
+    depthwise: bool = True
+
+
+@dataclass
+class CodecConfig:
+    name: str = MISSING
+    repo: str = MISSING
+    # Hub repo id, a local dir with config.json + pytorch_model.bin, or `random`.
+    weights: str = "${codec.repo}"
+    # Hub revision (branch, tag or commit) used when `weights` is a repo id.
+    revision: str | None = None
+    arch: ArchConfig = field(default_factory=ArchConfig)
+
+
+@dataclass
+class SourceConfig:
+    hub: str | None = None
+    path: str | None = None
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    text_column: str | None = "text"
+    audio_column: str = "audio"
+    speaker_column: str | None = None
+    id_column: str | None = None
+    add_constant: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    sources: list[SourceConfig] = field(default_factory=list)
+    streaming: bool = False
+    # Only `local_folder` sets this (to ???); its source interpolates it.
+    path: str | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    # `auto` = every visible CUDA GPU, else one CPU worker. Or e.g. [cuda:0, cuda:1] / [cpu, cpu].
+    devices: list[str] = field(default_factory=lambda: ["auto"])
+    num_readers: int = 4
+    # Samples (at the codec rate) decoded but not yet encoded, across all queues and batches.
+    queue_samples: int = 64 * 2**20
+    # Samples (at the codec rate, padded) in one encoder batch.
+    batch_samples: int = 2**21
+    compile: bool = False
+    # null, a run dir, or `auto` (taken up by the reliability work).
+    resume: str | None = None
+    num_jobs: int = 1
+    job_index: int = 0
+    # Seconds; longer clips are encoded in overlapping chunks (reliability work).
+    max_chunk_seconds: float = 30.0
+    # Seconds; longer clips are rejected as too_long. null = no limit.
+    max_duration: float | None = None
+    # Samples at the source rate; shorter clips are rejected as too_short.
+    min_samples: int = 1
+    # Rows per source to read; null = all. For smoke runs.
+    max_rows: int | None = None
+    # Rows a reader takes at a time from a unit.
+    read_block_rows: int = 32
+    # Seconds between progress lines when stdout is not a terminal.
+    progress_interval: float = 5.0
+    # Torch intra-op threads per CPU device worker; null = cores / CPU workers.
+    cpu_threads: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    # jsonl (parquet arrives with the tracking work).
+    format: str = "jsonl"
+    lines_per_file: int = 50000
+    gzip_level: int = 1
+    # Bytes of write buffer per shard file.
+    buffer_size: int = 16 * 2**20
+    flatten: bool | None = None
+
+
+@dataclass
+class SaveConfig:
+    # Directory for datasets' save_to_disk of the whole result.
+    local: str | None = None
+    hub_repo: str | None = None
+    private: bool = True
+
+
+@dataclass
+class WandbConfig:
+    mode: str | None = None
+    project: str = "snactok"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    codec: CodecConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    runtime: RuntimeConfig = MISSING
+    output: OutputConfig = field(default_factory=OutputConfig)
+    save: SaveConfig = field(default_factory=SaveConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; call before composing."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="codec", name="base_codec", node=CodecConfig)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)
+
+
+OUTPUT_FORMATS = ("jsonl",)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail with a message naming the key when the config cannot work. No I/O here."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"missing required config value(s): {', '.join(missing)}; "
+            f"set them on the command line, e.g. {missing[0]}=..."
+        )
+    rt, out = cfg.runtime, cfg.output
+    _require(rt.num_readers >= 1, "runtime.num_readers", rt.num_readers, "an integer >= 1")
+    _require(rt.batch_samples >= 1, "runtime.batch_samples", rt.batch_samples, "an integer >= 1")
+    _require(rt.queue_samples >= 1, "runtime.queue_samples", rt.queue_samples, "an integer >= 1")
+    _require(rt.min_samples >= 1, "runtime.min_samples", rt.min_samples, "an integer >= 1")
+    _require(rt.read_block_rows >= 1, "runtime.read_block_rows", rt.read_block_rows, "an integer >= 1")
+    _require(rt.num_jobs >= 1, "runtime.num_jobs", rt.num_jobs, "an integer >= 1")
+    _require(0 <= rt.job_index < rt.num_jobs, "runtime.job_index", rt.job_index, f"0..{rt.num_jobs - 1}")
+    _require(out.format in OUTPUT_FORMATS, "output.format", out.format, list(OUTPUT_FORMATS))
+    _require(out.lines_per_file >= 1, "output.lines_per_file", out.lines_per_file, "an integer >= 1")
+    _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
+    _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
+    _check_sources(cfg.dataset)
+
+
+def _require(ok: bool, key: str, value: Any, choices: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid; expected {choices}")
+
+
+def _check_sources(dataset: DictConfig) -> None:
+    if not dataset.sources:
+        raise ConfigError(
+            f"dataset.sources is empty for dataset '{dataset.name}'; add at least one source"
+        )
+    constant_keys = None
+    for i, src in enumerate(dataset.sources):
+        if bool(src.hub) == bool(src.path):
+            raise ConfigError(
+                f"dataset.sources[{i}] must set exactly one of `hub` (a Hub dataset id) or `path` "
+                f"(a local folder); got hub={src.hub!r}, path={src.path!r}"
+            )
+        keys = sorted(src.add_constant.keys())
+        if constant_keys is None:
+            constant_keys = keys
+        elif keys != constant_keys:
+            raise ConfigError(
+                f"dataset.sources[{i}].add_constant has keys {keys} but dataset.sources[0] has "
+                f"{constant_keys}; every source of one dataset must carry the same constant keys"
+            )

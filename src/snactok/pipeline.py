@@ -1,0 +1,411 @@
+"""`run(cfg, run_dir)`: check everything, start readers and device workers, commit shards.
+
+Everything that can be checked is checked here, in the main process, before any child starts: the
+config, the devices, the weights (Hub or cache) and the dataset's columns. The main process then
+collects tokens and rejects, and commits each unit's shard once all its rows are accounted for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.multiprocessing as tmp
+from omegaconf import DictConfig, OmegaConf
+
+from snactok.codec import RANDOM, Weights, random_snac, resolve_weights, save_pretrained, token_lengths
+from snactok.config import check_config
+from snactok.devices import resolve_devices
+from snactok.progress import Progress
+from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, write_shard
+from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
+from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, reader_main
+
+log = logging.getLogger(__name__)
+JOIN_SECONDS = 10
+
+
+class PipelineError(RuntimeError):
+    """A child process failed; the message carries its traceback or exit code."""
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Encode the configured dataset into `run_dir/shards`; return the run summary."""
+    t0 = time.monotonic()
+    check_config(cfg)
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    rt, out = conf["runtime"], conf["output"]
+    devices = resolve_devices(rt["devices"])
+    weights = resolve_weights(cfg.codec)
+    sources = open_sources(conf["dataset"], rt["max_rows"])
+    units = plan_units(sources, out["lines_per_file"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if weights.kind == RANDOM:
+        weights = _materialise_random(conf["codec"]["arch"], rt["seed"], run_dir)
+    log.info(
+        "devices %s | weights %s | %d source(s), %d rows, %d unit(s) -> %s",
+        devices,
+        weights.name,
+        len(sources),
+        sum(s.num_rows for s in sources),
+        len(units),
+        run_dir,
+    )
+    collector = Collector(units, sources, conf, run_dir, weights)
+    collector.manifest.append(_header(conf, weights, sources, devices))
+    try:
+        _execute(conf, devices, weights, sources, units, collector)
+        summary = collector.summary(time.monotonic() - t0)
+    finally:
+        collector.close()
+    if out_local := conf["save"]["local"]:
+        _save_local(collector.shard_paths(non_empty=True), Path(out_local))
+    return summary
+
+
+def _materialise_random(arch: dict, seed: int, run_dir: Path) -> Weights:
+    """Build the seeded, calibrated random SNAC once and save it, so every worker loads the same."""
+    log.warning(
+        "codec.weights=random: a seeded, calibrated RANDOM SNAC. Its tokens are MEANINGLESS; use it "
+        "for smoke runs only. The manifest records it."
+    )
+    path = save_pretrained(random_snac(arch, seed), arch, run_dir / "random_weights")
+    return Weights(kind=RANDOM, name=RANDOM, path=str(path))
+
+
+@dataclass
+class UnitState:
+    lines: dict[int, bytes] = field(default_factory=dict)
+    rejected: int = 0
+    audio_seconds: float = 0.0
+    tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
+
+
+class Collector:
+    """Gathers rows per unit in the main process and commits each unit's shard when complete."""
+
+    def __init__(
+        self, units: list[Unit], sources: list[Source], conf: dict, run_dir: Path, weights: Weights
+    ):
+        self.units = units
+        self.sources = sources
+        self.arch = conf["codec"]["arch"]
+        self.out = conf["output"]
+        self.weights = weights
+        self.shards_dir = run_dir / "shards"
+        self.shards_dir.mkdir(exist_ok=True)
+        self.manifest = JsonlLog(run_dir / "manifest.jsonl")
+        self.rejects = JsonlLog(run_dir / "rejects.jsonl")
+        self.state = {u.index: UnitState() for u in units}
+        self.committed: list[dict] = []
+        self.reasons: Counter[str] = Counter()
+        self.rows_done = 0
+
+    def add_batch(self, keys: list, codes: np.ndarray, length: int) -> None:
+        lengths = token_lengths(length, self.arch)
+        for (unit, row, meta), row_codes in zip(keys, codes, strict=True):
+            src = self.sources[self.units[unit].source]
+            state = self.state[unit]
+            state.lines[row] = format_row(
+                meta, row_codes, lengths, src.constants, bool(src.speaker_column)
+            )
+            state.audio_seconds += meta["duration"]
+            state.tokens.update(dict(enumerate(lengths)))
+            self._row_done(unit)
+
+    def add_reject(self, unit: int, row: int, row_id: Any, reason: str, detail: str) -> None:
+        src = self.sources[self.units[unit].source]
+        self.rejects.append(
+            {"source": src.label, "row": row, "id": row_id, "reason": reason, "detail": detail}
+        )
+        self.reasons[reason] += 1
+        self.state[unit].rejected += 1
+        self._row_done(unit)
+
+    def _row_done(self, unit: int) -> None:
+        self.rows_done += 1
+        state = self.state[unit]
+        if len(state.lines) + state.rejected == self.units[unit].rows:
+            self._commit(self.units[unit], self.state.pop(unit))
+
+    def _commit(self, unit: Unit, state: UnitState) -> None:
+        rows = [state.lines[r] for r in sorted(state.lines)]
+        path = self.shards_dir / f"{unit.name}{SHARD_SUFFIX}"
+        size, digest = write_shard(path, rows, self.out["gzip_level"], self.out["buffer_size"])
+        record = {
+            "type": "shard",
+            "unit": unit.index,
+            "source": self.sources[unit.source].label,
+            "start": unit.start,
+            "stop": unit.stop,
+            "file": f"shards/{path.name}",
+            "rows_read": unit.rows,
+            "rows": len(rows),
+            "rejected": state.rejected,
+            "bytes": size,
+            "sha256": digest,
+            "tokens_per_layer": [state.tokens[i] for i in range(len(self.arch["vq_strides"]))],
+            "audio_seconds": round(state.audio_seconds, 3),
+        }
+        self.manifest.append(record)
+        self.committed.append(record)
+
+    @property
+    def complete(self) -> bool:
+        return not self.state
+
+    def shard_paths(self, non_empty: bool = False) -> list[Path]:
+        return [self.shards_dir.parent / r["file"] for r in self.committed if r["rows"] or not non_empty]
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        written = sum(r["rows"] for r in self.committed)
+        audio = sum(r["audio_seconds"] for r in self.committed)
+        summary = {
+            "type": "summary",
+            "units": len(self.committed),
+            "rows_read": written + sum(self.reasons.values()),
+            "rows_written": written,
+            "rows_rejected": sum(self.reasons.values()),
+            "rejected_by_reason": dict(sorted(self.reasons.items())),
+            "audio_seconds": round(audio, 3),
+            "wall_seconds": round(wall, 3),
+            "audio_seconds_per_second": round(audio / max(wall, 1e-9), 3),
+            "random_weights": self.weights.kind == RANDOM,
+        }
+        self.manifest.append(summary)
+        log.info(
+            "done: %d rows written, %d rejected %s, %.1f s of audio in %.1f s (%.1f audio s/s)",
+            written,
+            summary["rows_rejected"],
+            summary["rejected_by_reason"],
+            audio,
+            wall,
+            summary["audio_seconds_per_second"],
+        )
+        return summary
+
+    def close(self) -> None:
+        self.manifest.close()
+        self.rejects.close()
+
+
+def _execute(
+    conf: dict,
+    devices: list[str],
+    weights: Weights,
+    sources: list[Source],
+    units: list[Unit],
+    collector: Collector,
+) -> None:
+    rt, codec = conf["runtime"], conf["codec"]
+    ctx = tmp.get_context("spawn")
+    work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    budget = Budget(ctx, rt["queue_samples"])
+    next_block = ctx.Value("q", 0)
+    reader_stats = ctx.Array("d", 2 * rt["num_readers"], lock=False)
+    device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
+    blocks = [
+        (u.index, u.source, start, min(start + rt["read_block_rows"], u.stop))
+        for u in units
+        for start in range(u.start, u.stop, rt["read_block_rows"])
+    ]
+    cpu_workers = sum(d == "cpu" for d in devices)
+    threads = rt["cpu_threads"] or max(1, (os.cpu_count() or 1) // max(cpu_workers, 1))
+    procs: dict[str, Any] = {}
+    for rank, device in enumerate(devices):
+        plan = DevicePlan(
+            rank,
+            device,
+            weights,
+            codec["arch"],
+            rt["seed"],
+            rt["batch_samples"],
+            max(rt["batch_samples"], rt["queue_samples"] // (2 * len(devices))),
+            threads,
+        )
+        procs[f"device worker {rank} ({device})"] = ctx.Process(
+            target=device_main,
+            args=(plan, work, results, budget, stop, device_stats),
+            name=f"snactok-device-{rank}",
+            daemon=True,
+        )
+    for rank in range(rt["num_readers"]):
+        plan = ReaderPlan(
+            rank, sources, blocks, codec["arch"]["sampling_rate"], rt["min_samples"], rt["max_duration"]
+        )
+        procs[f"reader {rank}"] = ctx.Process(
+            target=reader_main,
+            args=(plan, next_block, work, results, budget, stop, reader_stats),
+            name=f"snactok-reader-{rank}",
+            daemon=True,
+        )
+    progress = Progress(
+        sum(u.rows for u in units),
+        rt["num_readers"],
+        devices,
+        rt["progress_interval"],
+        [u.name for u in units],
+    )
+    for p in procs.values():
+        p.start()
+    try:
+        _collect(
+            results,
+            work,
+            procs,
+            collector,
+            progress,
+            reader_stats,
+            device_stats,
+            rt["num_readers"],
+            len(devices),
+        )
+    finally:
+        stop.set()
+        progress.close()
+        _shutdown(procs)
+
+
+def _collect(
+    results: Any,
+    work: Any,
+    procs: dict,
+    collector: Collector,
+    progress: Progress,
+    reader_stats: Any,
+    device_stats: Any,
+    num_readers: int,
+    num_devices: int,
+) -> None:
+    readers_done, workers_done = 0, 0
+    while workers_done < num_devices:
+        try:
+            msg = results.get(timeout=0.5)
+        except queue.Empty:
+            _check_alive(procs)
+            progress.update(
+                reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values())
+            )
+            continue
+        kind = msg[0]
+        if kind == "batch":
+            collector.add_batch(msg[2], msg[3], msg[4])
+        elif kind == "reject":
+            collector.add_reject(*msg[1:])
+        elif kind == "reader_done":
+            readers_done += 1
+            if readers_done == num_readers:
+                for _ in range(num_devices):
+                    work.put(None)
+        elif kind == "worker_ready":
+            log.info("device worker %d ready", msg[1])
+        elif kind == "worker_done":
+            workers_done += 1
+        elif kind == "error":
+            raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
+        progress.update(reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()))
+    progress.update(
+        reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()), force=True
+    )
+    if not collector.complete:
+        missing = sorted(collector.state)
+        raise PipelineError(f"run ended with units not complete: {missing[:10]}")
+
+
+def _check_alive(procs: dict) -> None:
+    for name, p in procs.items():
+        if p.exitcode not in (None, 0):
+            raise PipelineError(f"{name} died with exit code {p.exitcode}")
+
+
+def _shutdown(procs: dict) -> None:
+    deadline = time.monotonic() + JOIN_SECONDS
+    for p in procs.values():
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs.values():
+        if p.is_alive():
+            p.terminate()
+            p.join(2)
+        if p.is_alive():
+            p.kill()
+
+
+def _header(conf: dict, weights: Weights, sources: list[Source], devices: list[str]) -> dict[str, Any]:
+    packages = (
+        "snactok",
+        "torch",
+        "torchaudio",
+        "snac",
+        "datasets",
+        "numpy",
+        "hydra-core",
+        "soundfile",
+        "av",
+    )
+    return {
+        "type": "header",
+        "schema_version": SCHEMA_VERSION,
+        "codec": conf["codec"]["name"],
+        "arch": conf["codec"]["arch"],
+        "weights": weights.describe() | {"sha256": _sha256(Path(weights.path) / "pytorch_model.bin")},
+        "random_weights": weights.kind == RANDOM,
+        "dataset": conf["dataset"]["name"],
+        "sources": [s.describe() for s in sources],
+        "devices": devices,
+        "packages": {p: _version(p) for p in packages},
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "config": conf,
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _save_local(shards: list[Path], target: Path) -> None:
+    """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk."""
+    import datasets
+
+    data = datasets.load_dataset("json", data_files=[str(p) for p in shards], split="train")
+    data.save_to_disk(str(target))
+    log.info("saved %d rows with save_to_disk to %s", len(data), target)
