@@ -64,8 +64,9 @@ class DatasetConfig:
     name: str = MISSING
     sources: list[SourceConfig] = field(default_factory=list)
     streaming: bool = False
-    # Only `local_folder` sets this (to ???); its source interpolates it.
-    path: str | None = None
+    # A folder for sources to interpolate (`local_folder` leaves it ???); the others set null.
+    # MISSING here, because Hydra's merge lets a YAML `???` keep a schema default.
+    path: str | None = MISSING
 
 
 @dataclass
@@ -150,7 +151,7 @@ OUTPUT_FORMATS = ("jsonl",)
 
 def check_config(cfg: DictConfig) -> None:
     """Fail with a message naming the key when the config cannot work. No I/O here."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_keys(cfg)
     if missing:
         raise ConfigError(
             f"missing required config value(s): {', '.join(missing)}; "
@@ -169,6 +170,25 @@ def check_config(cfg: DictConfig) -> None:
     _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
     _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
     _check_sources(cfg.dataset)
+
+
+def missing_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Full keys whose value is `???`, without resolving interpolations.
+
+    `OmegaConf.missing_keys` resolves them, so `path: ${dataset.path}` would raise instead of
+    naming `dataset.path`.
+    """
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    found = []
+    for key in keys:
+        full = f"{prefix}.{key}" if isinstance(cfg, DictConfig) else f"{prefix}[{key}]"
+        full = full.lstrip(".")
+        node = cfg._get_node(key)
+        if OmegaConf.is_config(node):
+            found += missing_keys(node, full)
+        elif OmegaConf.is_missing(cfg, key):
+            found.append(full)
+    return sorted(found)
 
 
 def _require(ok: bool, key: str, value: Any, choices: Any) -> None:

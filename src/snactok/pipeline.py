@@ -267,7 +267,6 @@ def _execute(
             progress,
             reader_stats,
             device_stats,
-            rt["num_readers"],
             len(devices),
         )
     finally:
@@ -284,42 +283,43 @@ def _collect(
     progress: Progress,
     reader_stats: Any,
     device_stats: Any,
-    num_readers: int,
     num_devices: int,
 ) -> None:
-    readers_done, workers_done = 0, 0
+    """Handle children's messages until every row is written or rejected, then stop the workers.
+
+    The end is decided by counting rows, not by readers finishing: a reader's last clip can reach
+    the work queue after its "done" message reaches us, so a stop signal sent then could overtake it.
+    """
+    workers_done, stopping = 0, False
     while workers_done < num_devices:
+        if collector.complete and not stopping:
+            for _ in range(num_devices):
+                work.put(None)
+            stopping = True
         try:
             msg = results.get(timeout=0.5)
         except queue.Empty:
             _check_alive(procs)
-            progress.update(
-                reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values())
-            )
-            continue
-        kind = msg[0]
-        if kind == "batch":
-            collector.add_batch(msg[2], msg[3], msg[4])
-        elif kind == "reject":
-            collector.add_reject(*msg[1:])
-        elif kind == "reader_done":
-            readers_done += 1
-            if readers_done == num_readers:
-                for _ in range(num_devices):
-                    work.put(None)
-        elif kind == "worker_ready":
-            log.info("device worker %d ready", msg[1])
-        elif kind == "worker_done":
-            workers_done += 1
-        elif kind == "error":
-            raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
+        else:
+            workers_done += _handle(msg, collector)
         progress.update(reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()))
     progress.update(
         reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()), force=True
     )
-    if not collector.complete:
-        missing = sorted(collector.state)
-        raise PipelineError(f"run ended with units not complete: {missing[:10]}")
+
+
+def _handle(msg: tuple, collector: Collector) -> int:
+    """Apply one child message; return 1 when it says a device worker has finished."""
+    kind = msg[0]
+    if kind == "batch":
+        collector.add_batch(msg[2], msg[3], msg[4])
+    elif kind == "reject":
+        collector.add_reject(*msg[1:])
+    elif kind == "worker_ready":
+        log.info("device worker %d ready", msg[1])
+    elif kind == "error":
+        raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
+    return int(kind == "worker_done")
 
 
 def _check_alive(procs: dict) -> None:

@@ -97,3 +97,9 @@ class JsonlLog:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_shard(path: Path) -> list[dict[str, Any]]:
+    """The rows of one gzip JSONL shard."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]

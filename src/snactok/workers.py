@@ -18,7 +18,15 @@ from typing import Any
 import torch
 
 from snactok.audio import Rejected, Resampler, check_audio, decode
-from snactok.codec import BatchEncoder, Weights, load_model, pad_multiple, padded_length, prepare_device
+from snactok.codec import (
+    BatchEncoder,
+    Weights,
+    load_model,
+    pad_multiple,
+    padded_length,
+    prepare_device,
+    use_thread_invariant_cpu_kernels,
+)
 
 POLL_SECONDS = 0.5
 IDLE_FLUSH_SECONDS = 0.05
@@ -101,7 +109,6 @@ def reader_main(
                 work.put(clip)
                 stats[2 * plan.rank] += 1
                 stats[2 * plan.rank + 1] += clip.meta["duration"]
-        results.put(("reader_done", plan.rank))
         # Queued tensors are shared by file descriptor, served by this process: stay alive until
         # the main process has everything.
         stop.wait()
@@ -230,6 +237,8 @@ def _encode_and_send(
 def _child_setup() -> None:
     # Readers and CPU workers share few cores; the parent sets threads for device workers.
     torch.set_num_threads(1)
+    # Resampling and CPU encoding then give the same bits in every process, whatever its threads.
+    use_thread_invariant_cpu_kernels()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _raise_open_file_limit()
 

@@ -1,0 +1,111 @@
+"""Shared fixtures: composed configs, random-weight SNACs in the Hub layout, a real HF cache, CLI runs.
+
+Nothing here reaches the network: HF_HUB_OFFLINE=1 for this process and every child.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from snactok import register_configs
+from snactok.codec import (
+    arch_dict,
+    calibration_audio,
+    random_snac,
+    save_pretrained,
+    use_thread_invariant_cpu_kernels,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CODECS = ("snac_24khz", "snac_32khz", "snac_44khz")
+FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+# References computed here must use the kernels the CPU device workers use.
+use_thread_invariant_cpu_kernels()
+
+
+def compose_cfg(overrides: list[str] | None = None):
+    """Compose conf/config.yaml as encode.py does, minus the `hydra` node."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", overrides=list(overrides or []))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    """codec name -> a dir with a calibrated random SNAC as config.json + pytorch_model.bin.
+
+    It asserts the calibration's point: codes spread over the codebook, so token comparisons mean
+    something (plain random init puts ~98% of layer-1 tokens on one code).
+    """
+    built: dict[str, Path] = {}
+
+    def get(codec: str) -> Path:
+        if codec not in built:
+            arch = arch_dict(compose_cfg([f"codec={codec}"]).codec.arch)
+            model = random_snac(arch, seed=0)
+            _assert_codes_spread(model, arch)
+            built[codec] = save_pretrained(model, arch, tmp_path_factory.mktemp(codec))
+        return built[codec]
+
+    return get
+
+
+def _assert_codes_spread(model, arch) -> None:
+    # speech the calibration did not see: calibration takes the first 8 s
+    audio = calibration_audio(arch["sampling_rate"], seconds=20.0)[4:].reshape(1, 1, -1)
+    with torch.inference_mode():
+        codes = model.encode(audio)
+    for layer, c in enumerate(codes):
+        _, counts = c.unique(return_counts=True)
+        assert len(counts) >= 0.3 * min(c.numel(), arch["codebook_size"]), (layer, len(counts))
+        assert counts.max().item() / c.numel() < 0.15, (layer, counts.max().item() / c.numel())
+
+
+def populate_hf_cache(hf_home: Path, repo: str, weights: Path) -> Path:
+    """Lay out `weights` as the HF hub cache does for `repo` at main, so hf_hub_download finds them
+    offline exactly as it finds weights a user downloaded earlier."""
+    base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = base / "snapshots" / FAKE_SHA
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "pytorch_model.bin"):
+        target = snapshot / name
+        if not target.exists():
+            target.symlink_to(weights / name)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(FAKE_SHA)
+    return snapshot
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `python encode.py ...` in a child process."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "encode.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def demo_rows() -> list[dict]:
+    import csv
+
+    with open(ROOT / "data" / "demo" / "metadata.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

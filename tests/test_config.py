@@ -1,0 +1,112 @@
+"""Composition of every codec x dataset pair, and the config errors raised before any process starts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CODECS, ROOT, compose_cfg
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from snactok.config import ConfigError, SourceConfig, check_config
+from snactok.devices import resolve_devices
+from snactok.pipeline import run
+
+DATASETS = sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_codec_dataset_pair_composes(codec, dataset):
+    overrides = [f"codec={codec}", f"dataset={dataset}"]
+    if dataset == "local_folder":
+        overrides.append("dataset.path=/data/wavs")
+    cfg = compose_cfg(overrides)
+    check_config(cfg)
+    assert cfg.codec.name == codec
+    assert cfg.codec.weights == f"hubertsiuzdak/{codec}"
+    assert cfg.dataset.name == dataset
+    assert cfg.dataset.sources and all(s.hub or s.path for s in cfg.dataset.sources)
+
+
+def test_sample_rates_come_from_the_model():
+    rates = {c: compose_cfg([f"codec={c}"]).codec.arch.sampling_rate for c in CODECS}
+    assert rates == {"snac_24khz": 24000, "snac_32khz": 32000, "snac_44khz": 44100}
+
+
+def test_defaults_are_demo_24khz_auto():
+    cfg = compose_cfg()
+    assert (cfg.codec.name, cfg.dataset.name, list(cfg.runtime.devices)) == (
+        "snac_24khz",
+        "demo",
+        ["auto"],
+    )
+
+
+def test_local_folder_path_is_interpolated_into_its_source():
+    cfg = compose_cfg(["dataset=local_folder", "dataset.path=/data/wavs"])
+    assert cfg.dataset.sources[0].path == "/data/wavs"
+
+
+def test_common_voice_reads_the_parquet_conversion():
+    src = compose_cfg(["dataset=common_voice"]).dataset.sources[0]
+    assert (src.hub, src.config, src.revision) == (
+        "mozilla-foundation/common_voice_11_0",
+        "en",
+        "refs/convert/parquet",
+    )
+    assert (src.text_column, src.speaker_column) == ("sentence", "client_id")
+
+
+def test_any_key_can_be_overridden():
+    cfg = compose_cfg(["runtime.num_readers=7", "output.lines_per_file=10", "codec.weights=random"])
+    assert (cfg.runtime.num_readers, cfg.output.lines_per_file, cfg.codec.weights) == (7, 10, "random")
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("runtime.num_readrs=2", ConfigKeyError),  # unknown key
+        ("runtime.num_readers=two", ValidationError),  # wrong type
+        ("output.gzip_level=[1]", ValidationError),
+        ("codec=snac_48khz", ConfigCompositionException),  # unknown group option
+    ],
+)
+def test_unknown_key_or_wrong_type_fails_at_composition(override, error):
+    with pytest.raises((error, ConfigCompositionException)) as info:
+        compose_cfg([override])
+    assert override.split("=")[0].split(".")[-1] in str(info.value) or "snac_48khz" in str(info.value)
+
+
+def test_missing_required_value_fails_before_any_process(tmp_path):
+    cfg = compose_cfg(["dataset=local_folder"])
+    with pytest.raises(ConfigError, match=r"dataset\.path"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written, nothing started
+
+
+def test_bad_values_name_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"output\.format='csv'.*\['jsonl'\]"):
+        check_config(compose_cfg(["output.format=csv"]))
+    with pytest.raises(ConfigError, match=r"runtime\.job_index=3.*0\.\.1"):
+        check_config(compose_cfg(["runtime.num_jobs=2", "runtime.job_index=3"]))
+
+
+def test_sources_must_carry_the_same_constant_keys():
+    cfg = compose_cfg(["dataset=demo"])
+    cfg.dataset.sources.append(SourceConfig(path="data/demo", add_constant={"lang": "en"}))
+    with pytest.raises(ConfigError, match=r"same constant keys"):
+        check_config(cfg)
+
+
+def test_auto_devices_fail_loudly_when_cuda_is_visible_but_unusable():
+    with pytest.raises(ConfigError, match=r"visible but CUDA is unusable.*runtime\.devices=\[cpu\]"):
+        resolve_devices(["auto"], cuda_ok=False, visible=2)
+    assert resolve_devices(["auto"], cuda_ok=False, visible=0) == ["cpu"]
+
+
+def test_devices_are_checked_against_what_exists():
+    assert resolve_devices(["cpu", "cpu"], cuda_ok=False, visible=0) == ["cpu", "cpu"]
+    with pytest.raises(ConfigError, match=r"'cuda:1'.*usable devices"):
+        resolve_devices(["cuda:1"], cuda_ok=False, visible=0)
+    with pytest.raises(ConfigError, match=r"'gpu0'.*valid entries are auto, cpu"):
+        resolve_devices(["gpu0"], cuda_ok=False, visible=0)

@@ -1,0 +1,227 @@
+"""The real `python encode.py ...` in child processes: Hydra, readers, device workers and shards together.
+
+Weights come from the session's random-weight SNACs, either as a local dir or laid out in a
+temporary HF hub cache, so the Hub code path runs offline exactly as on a compute node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import ROOT, demo_rows, populate_hf_cache, run_cli
+from snac import SNAC
+
+from snactok.audio import Resampler, decode
+from snactok.shards import read_jsonl, read_shard
+
+pytestmark = pytest.mark.slow
+
+
+def _ok(proc) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _shards(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "shards").glob("*.jsonl.gz"))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, weights_dir):
+    """The demo set with 2 readers and 2 CPU device workers, 16 rows per unit (3 shards)."""
+    run_dir = tmp_path_factory.mktemp("demo_2x2")
+    proc = run_cli(
+        [
+            "dataset=demo",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            "runtime.devices=[cpu,cpu]",
+            "runtime.num_readers=2",
+            "output.lines_per_file=16",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    _ok(proc)
+    return run_dir
+
+
+def test_demo_run_writes_exactly_the_input_rows(demo_run):
+    expected = demo_rows()
+    shards = _shards(demo_run)
+    assert [p.name for p in shards] == [f"demo-default-train-0000{i}.jsonl.gz" for i in range(3)]
+    data = datasets.load_dataset("json", data_files=[str(p) for p in shards], split="train")
+    assert data.num_rows == len(expected) == 40
+    assert data["id"] == [e["file_name"] for e in expected]  # every row once, in input order
+    assert data["text"] == [e["text"] for e in expected]
+    assert data["speaker"] == [e["speaker"] for e in expected]
+    assert set(data["corpus"]) == {"espeak_demo"}
+    for row in data:
+        assert row["num_layers"] == 3
+        assert [len(row[f"snac_layer_{i}"]) for i in (1, 2, 3)] == row["token_lengths"]
+        padded_seconds = row["token_lengths"][0] * 4 * 512 / 24000
+        assert row["duration"] <= padded_seconds < row["duration"] + 2048 / 24000 + 1e-6
+
+
+def test_demo_run_manifest_accounts_for_every_row(demo_run):
+    records = read_jsonl(demo_run / "manifest.jsonl")
+    header, summary = records[0], records[-1]
+    shards = sorted(records[1:-1], key=lambda r: r["unit"])  # committed as units complete
+    assert header["type"] == "header" and header["schema_version"] == 1
+    assert header["codec"] == "snac_24khz" and header["weights"]["kind"] == "local"
+    assert header["packages"]["torch"] == "2.11.0" and header["random_weights"] is False
+    assert [s["rows"] for s in shards] == [16, 16, 8] and summary["rows_written"] == 40
+    for s in shards:
+        path = demo_run / s["file"]
+        assert s["bytes"] == path.stat().st_size
+        assert s["rows"] + s["rejected"] == s["rows_read"]
+        rows = read_shard(path)
+        assert s["tokens_per_layer"] == [sum(r["token_lengths"][i] for r in rows) for i in range(3)]
+    assert (demo_run / ".hydra" / "config.yaml").exists() and (demo_run / "encode.log").exists()
+    assert not list((demo_run / "shards").glob(".*"))  # no temporary files left
+
+
+def test_demo_tokens_equal_single_clip_encode_of_the_decoded_audio(demo_run, weights_dir):
+    model = SNAC.from_pretrained(str(weights_dir("snac_24khz")))
+    rows = [row for p in _shards(demo_run) for row in read_shard(p)]
+    resample = Resampler(24000)
+    for row in rows[::5]:  # every format and rate appears among these
+        audio, rate = decode(str(ROOT / "data" / "demo" / row["id"]))
+        with torch.inference_mode():
+            codes = model.encode(resample(audio, rate).view(1, 1, -1))
+        for i, layer in enumerate(codes, 1):
+            np.testing.assert_array_equal(row[f"snac_layer_{i}"], layer[0].numpy(), err_msg=row["id"])
+
+
+def test_one_worker_writes_byte_identical_shards(demo_run, weights_dir, tmp_path):
+    proc = run_cli(
+        [
+            "dataset=demo",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            "runtime.devices=[cpu]",
+            "runtime.num_readers=1",
+            "output.lines_per_file=16",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    _ok(proc)
+    two, one = _shards(demo_run), _shards(tmp_path)
+    assert [p.name for p in one] == [p.name for p in two]
+    for a, b in zip(one, two, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_default_command_uses_hub_weights_from_the_local_cache(tmp_path, weights_dir):
+    """`python encode.py` as typed, offline, with the weights already in the HF cache."""
+    populate_hf_cache(tmp_path / "hf", "hubertsiuzdak/snac_24khz", weights_dir("snac_24khz"))
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        ["runtime.max_rows=3", f"hydra.run.dir={run_dir}"],
+        env={"HF_HUB_CACHE": str(tmp_path / "hf" / "hub")},
+    )
+    _ok(proc)
+    header = read_jsonl(run_dir / "manifest.jsonl")[0]
+    assert header["weights"]["kind"] == "hub"
+    assert header["weights"]["commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert header["devices"] == ["cpu"] and header["dataset"] == "demo"
+    assert read_jsonl(run_dir / "manifest.jsonl")[-1]["rows_written"] == 3
+
+
+def test_hub_dataset_command_composes_and_stops_cleanly_offline(tmp_path, weights_dir):
+    """`codec=snac_44khz dataset=common_voice`: the weights resolve from the cache; the dataset
+    cannot be fetched here, so the run stops before any process with a message, not a traceback."""
+    populate_hf_cache(tmp_path / "hf", "hubertsiuzdak/snac_44khz", weights_dir("snac_44khz"))
+    proc = run_cli(
+        ["codec=snac_44khz", "dataset=common_voice", f"hydra.run.dir={tmp_path / 'run'}"],
+        env={"HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_DATASETS_OFFLINE": "1"},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "cannot load dataset 'mozilla-foundation/common_voice_11_0'" in out
+    assert not (tmp_path / "run" / "shards").exists()
+
+
+def test_hub_unreachable_error_names_the_overrides(tmp_path):
+    proc = run_cli(
+        ["runtime=debug", f"hydra.run.dir={tmp_path / 'run'}"],
+        env={"HF_HUB_CACHE": str(tmp_path / "empty")},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "codec.weights=/path/to/dir" in out and "codec.weights=random" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "run" / "shards").exists()
+
+
+def test_missing_required_value_fails_with_the_key(tmp_path):
+    proc = run_cli(["dataset=local_folder", "codec.weights=random", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 2
+    assert "missing required config value(s): dataset.path" in proc.stdout + proc.stderr
+
+
+def test_local_folder_counts_a_bad_file_and_goes_on(tmp_path, weights_dir):
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    lines = ["file_name,text"]
+    for i in range(3):
+        t = np.arange(16000 + 5000 * i) / 16000
+        sf.write(folder / f"{i}.wav", (0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 16000)
+        lines.append(f"{i}.wav,clip number {i}")
+    (folder / "broken.wav").write_text("not audio")
+    lines.append("broken.wav,this one is broken")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        [
+            "dataset=local_folder",
+            f"dataset.path={folder}",
+            "runtime=debug",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    _ok(proc)
+    (shard,) = _shards(run_dir)
+    assert shard.name == "wavs-default-train-00000.jsonl.gz"
+    rows = read_shard(shard)
+    assert [r["id"] for r in rows] == ["0.wav", "1.wav", "2.wav"]
+    assert "speaker" not in rows[0]  # no speaker column configured
+    (reject,) = read_jsonl(run_dir / "rejects.jsonl")
+    assert (reject["id"], reject["reason"]) == ("broken.wav", "decode_error")
+    summary = read_jsonl(run_dir / "manifest.jsonl")[-1]
+    assert (summary["rows_read"], summary["rows_written"], summary["rejected_by_reason"]) == (
+        4,
+        3,
+        {"decode_error": 1},
+    )
+
+
+def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
+    """`-m dataset=demo,demo_music codec=snac_24khz,snac_32khz`: four runs, four output dirs.
+
+    `codec.weights=random` keeps each job's weights matched to its codec."""
+    proc = run_cli(
+        [
+            "-m",
+            "dataset=demo,demo_music",
+            "codec=snac_24khz,snac_32khz",
+            "codec.weights=random",
+            "runtime=debug",
+            "runtime.max_rows=2",
+            f"hydra.sweep.dir={tmp_path}",
+        ]
+    )
+    _ok(proc)
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        header = read_jsonl(job / "manifest.jsonl")[0]
+        seen.add((header["dataset"], header["codec"]))
+        assert header["random_weights"] is True
+        (shard,) = _shards(job)
+        rows = read_shard(shard)
+        assert len(rows) == 2 and rows[0]["num_layers"] == (3 if header["codec"] == "snac_24khz" else 4)
+    assert seen == {(d, c) for d in ("demo", "demo_music") for c in ("snac_24khz", "snac_32khz")}
