@@ -161,7 +161,9 @@ def test_missing_required_value_fails_with_the_key(tmp_path):
     assert "missing required config value(s): dataset.path" in proc.stdout + proc.stderr
 
 
-def test_local_folder_counts_a_bad_file_and_goes_on(tmp_path, weights_dir):
+def test_local_folder_counts_a_bad_file_goes_on_and_saves_to_disk(tmp_path, weights_dir):
+    """`dataset=local_folder dataset.path=...`; the broken file is alone in the second unit, which
+    must still commit (as an empty shard) so its completion can be checked."""
     folder = tmp_path / "wavs"
     folder.mkdir()
     lines = ["file_name,text"]
@@ -178,24 +180,40 @@ def test_local_folder_counts_a_bad_file_and_goes_on(tmp_path, weights_dir):
             "dataset=local_folder",
             f"dataset.path={folder}",
             "runtime=debug",
+            "output.lines_per_file=3",
             f"codec.weights={weights_dir('snac_24khz')}",
+            f"save.local={tmp_path / 'saved'}",
             f"hydra.run.dir={run_dir}",
         ]
     )
     _ok(proc)
-    (shard,) = _shards(run_dir)
-    assert shard.name == "wavs-default-train-00000.jsonl.gz"
-    rows = read_shard(shard)
+    full, empty = _shards(run_dir)
+    assert (full.name, empty.name) == (
+        "wavs-default-train-00000.jsonl.gz",
+        "wavs-default-train-00001.jsonl.gz",
+    )
+    rows = read_shard(full)
     assert [r["id"] for r in rows] == ["0.wav", "1.wav", "2.wav"]
     assert "speaker" not in rows[0]  # no speaker column configured
+    assert read_shard(empty) == []
     (reject,) = read_jsonl(run_dir / "rejects.jsonl")
     assert (reject["id"], reject["reason"]) == ("broken.wav", "decode_error")
-    summary = read_jsonl(run_dir / "manifest.jsonl")[-1]
+    records = read_jsonl(run_dir / "manifest.jsonl")
+    assert sorted((r["rows"], r["rejected"]) for r in records if r["type"] == "shard") == [
+        (0, 1),
+        (3, 0),
+    ]
+    summary = records[-1]
     assert (summary["rows_read"], summary["rows_written"], summary["rejected_by_reason"]) == (
         4,
         3,
         {"decode_error": 1},
     )
+    saved = datasets.load_from_disk(str(tmp_path / "saved"))
+    assert saved["id"] == ["0.wav", "1.wav", "2.wav"] and saved["snac_layer_1"] == [
+        r["snac_layer_1"] for r in rows
+    ]
+    assert "rows 4/4 (100%)" in (run_dir / "encode.log").read_text()  # progress lines off a terminal
 
 
 def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
