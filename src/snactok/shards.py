@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +41,6 @@ def format_row(
     row["id"] = meta["id"]
     row["duration"] = meta["duration"]
     return (json.dumps(row, ensure_ascii=False) + "\n").encode()
-
-
-@dataclass
-class ShardStats:
-    file: str
-    rows: int
-    bytes: int
-    sha256: str
-    tokens_per_layer: list[int]
-    audio_seconds: float
 
 
 def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: int) -> tuple[int, str]:

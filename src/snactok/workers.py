@@ -101,7 +101,7 @@ def reader_main(
             unit, src_index, start, stop_row = plan.blocks[k]
             source = plan.sources[src_index]
             for offset, row in enumerate(source.rows(start, stop_row)):
-                clip = _read_row(row, unit, start + offset, source, plan, resample, results)
+                clip = _read_row(row, unit, start + offset, plan, resample, results)
                 if clip is None:
                     continue
                 if not budget.acquire(clip.samples, stop):
@@ -118,7 +118,7 @@ def reader_main(
 
 
 def _read_row(
-    row: dict, unit: int, index: int, source: Any, plan: ReaderPlan, resample: Resampler, results: Any
+    row: dict, unit: int, index: int, plan: ReaderPlan, resample: Resampler, results: Any
 ) -> Clip | None:
     try:
         text = row["text"]
