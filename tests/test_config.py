@@ -87,8 +87,23 @@ def test_missing_required_value_fails_before_any_process(tmp_path):
 def test_bad_values_name_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"output\.format='csv'.*\['jsonl'\]"):
         check_config(compose_cfg(["output.format=csv"]))
-    with pytest.raises(ConfigError, match=r"runtime\.job_index=3.*0\.\.1"):
-        check_config(compose_cfg(["runtime.num_jobs=2", "runtime.job_index=3"]))
+    with pytest.raises(ConfigError, match=r"runtime\.job_index=3.*0\.\.0"):
+        check_config(compose_cfg(["runtime.job_index=3"]))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "runtime.compile=true",
+        "runtime.resume=auto",
+        "runtime.num_jobs=2",
+        "dataset.streaming=true",
+        "save.hub_repo=me/tokens",
+    ],
+)
+def test_declared_but_unbuilt_options_fail_instead_of_being_ignored(override):
+    with pytest.raises(ConfigError, match=r"declared but not built yet"):
+        check_config(compose_cfg([override]))
 
 
 def test_sources_must_carry_the_same_constant_keys():

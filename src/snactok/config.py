@@ -169,7 +169,29 @@ def check_config(cfg: DictConfig) -> None:
     _require(out.lines_per_file >= 1, "output.lines_per_file", out.lines_per_file, "an integer >= 1")
     _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
     _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
+    _check_not_yet_built(cfg)
     _check_sources(cfg.dataset)
+
+
+# Keys declared for later work; a value that asks for them fails rather than being ignored.
+NOT_YET_BUILT = {
+    "runtime.compile": (False, "the speed work"),
+    "runtime.resume": (None, "the reliability work"),
+    "runtime.num_jobs": (1, "the multi-node work"),
+    "dataset.streaming": (False, "the multi-node work"),
+    "output.flatten": (None, "the tracking work"),
+    "save.hub_repo": (None, "the tracking work (publishing)"),
+}
+
+
+def _check_not_yet_built(cfg: DictConfig) -> None:
+    for key, (default, where) in NOT_YET_BUILT.items():
+        value = OmegaConf.select(cfg, key)
+        if value != default:
+            raise ConfigError(
+                f"{key}={value!r} is declared but not built yet (it arrives with {where}); "
+                f"leave it at {default!r}"
+            )
 
 
 def missing_keys(cfg: Any, prefix: str = "") -> list[str]:
