@@ -103,8 +103,11 @@ def test_a_truncated_file_yields_the_samples_it_has():
     assert (audio.shape, rate) == ((28, 1), 16000)  # 44-byte header + 56 bytes of int16
 
 
-def test_one_sample_is_a_valid_clip():
-    check_audio(np.zeros((1, 1), np.float32), 16000, min_samples=1, max_duration=None)
+def test_one_sample_is_a_valid_clip_by_default():
+    one = np.zeros((1, 1), np.float32)
+    assert check_audio(one, 16000, min_samples=1, max_duration=None) is None
+    with pytest.raises(Rejected, match="too_short"):
+        check_audio(one, 16000, min_samples=2, max_duration=None)
 
 
 def _write(path: Path, data: bytes) -> str:

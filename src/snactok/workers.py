@@ -8,7 +8,6 @@ batch does exactly the math of encoding every clip alone.
 
 from __future__ import annotations
 
-import os
 import queue
 import traceback
 from collections import defaultdict
@@ -239,7 +238,6 @@ def _child_setup() -> None:
     torch.set_num_threads(1)
     # Resampling and CPU encoding then give the same bits in every process, whatever its threads.
     use_thread_invariant_cpu_kernels()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _raise_open_file_limit()
 
 
