@@ -27,7 +27,7 @@ from snactok.codec import RANDOM, Weights, random_snac, resolve_weights, save_pr
 from snactok.config import check_config
 from snactok.devices import resolve_devices
 from snactok.progress import Progress
-from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, write_shard
+from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, sha256_file, write_shard
 from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
 from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, reader_main
 
@@ -357,7 +357,8 @@ def _header(conf: dict, weights: Weights, sources: list[Source], devices: list[s
         "schema_version": SCHEMA_VERSION,
         "codec": conf["codec"]["name"],
         "arch": conf["codec"]["arch"],
-        "weights": weights.describe() | {"sha256": _sha256(Path(weights.path) / "pytorch_model.bin")},
+        "weights": weights.describe()
+        | {"sha256": sha256_file(Path(weights.path) / "pytorch_model.bin")},
         "random_weights": weights.kind == RANDOM,
         "dataset": conf["dataset"]["name"],
         "sources": [s.describe() for s in sources],
@@ -367,18 +368,6 @@ def _header(conf: dict, weights: Weights, sources: list[Source], devices: list[s
         "git_commit": _git_commit(),
         "config": conf,
     }
-
-
-def _sha256(path: Path) -> str | None:
-    import hashlib
-
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(package: str) -> str | None:

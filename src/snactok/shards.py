@@ -52,11 +52,19 @@ def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: in
                 gz.write(line)
         raw.flush()
         os.fsync(raw.fileno())
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    digest = sha256_file(tmp)
     size = tmp.stat().st_size
     os.replace(tmp, path)
     fsync_dir(path.parent)
     return size, digest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
