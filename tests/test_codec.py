@@ -53,15 +53,18 @@ def test_declared_architecture_has_the_published_size(codec, weights_dir):
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == PARAMS_M[codec]
 
 
+@pytest.mark.parametrize(
+    "compile", [False, pytest.param(True, marks=pytest.mark.slow, id="compiled")], ids=["eager", None]
+)
 @pytest.mark.parametrize("codec", CODECS)
-def test_batched_tokens_equal_single_clip_encode(codec, weights_dir):
-    """Clips that cross padding boundaries, batched by padded length, against SNAC.encode alone."""
+def test_batched_tokens_equal_single_clip_encode(codec, compile, weights_dir):
+    """Clips that cross padding boundaries, batched by padded length, against SNAC.encode alone,
+    with the encoder eager and compiled (batch sizes 1 and >1 compile apart)."""
     arch = arch_dict(_arch(codec))
     path = str(weights_dir(codec))
     reference = SNAC.from_pretrained(path)  # weight norm as published, not folded
-    encoder = BatchEncoder(
-        load_model(resolve_weights(_codec_cfg(codec, path)), arch), torch.device("cpu"), arch
-    )
+    model = load_model(resolve_weights(_codec_cfg(codec, path)), arch)
+    encoder = BatchEncoder(model, torch.device("cpu"), arch, compile=compile)
     pad = PAD[codec]
     lengths = [1, pad - 1, pad, pad + 1, 2 * pad - 1, 2 * pad, 2 * pad + 1, pad + 17, 3 * pad - 5]
     speech = calibration_audio(arch["sampling_rate"], seconds=30.0).reshape(-1)
@@ -82,6 +85,7 @@ def test_batched_tokens_equal_single_clip_encode(codec, weights_dir):
             np.testing.assert_array_equal(codes[row], expected, err_msg=f"{codec} clip of {lengths[i]}")
             compared += expected.size
     assert compared > 0
+    assert (encoder.compiled, encoder.fallback) == (compile, None)
 
 
 def _codec_cfg(codec, weights):

@@ -7,9 +7,14 @@ encoding each clip alone and its tokens equal single-clip `SNAC.encode` bit for 
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RANDOM = "random"
 WEIGHT_FILES = ("config.json", "pytorch_model.bin")
+CALIBRATION = resources.files("snactok") / "assets" / "calibration_speech.flac"
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,45 @@ def random_snac(arch: dict[str, Any], seed: int) -> SNAC:
     return model
 
 
+RANDOM_RECIPE = 1  # bump when random_snac or its calibration changes what it builds
+
+
+def random_weights_dir(arch: dict[str, Any], seed: int, root: Path) -> Path:
+    """The seeded, calibrated random SNAC saved under `root`, built only if not there yet.
+
+    The key covers everything that decides the weights: arch, seed, recipe, calibration audio,
+    snac and torch versions (torch's RNG). Building costs ~3 s at 24 kHz and ~10 s at 44.1 kHz.
+    """
+    from importlib import metadata
+
+    from snactok.shards import sha256_file
+
+    with resources.as_file(CALIBRATION) as audio:
+        audio_sha = sha256_file(audio)
+    recipe = {
+        "arch": arch,
+        "seed": seed,
+        "recipe": RANDOM_RECIPE,
+        "calibration": audio_sha,
+        "snac": metadata.version("snac"),
+        "torch": torch.__version__,
+    }
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    target = root / f"{arch['sampling_rate']}hz-seed{seed}-{key}"
+    if all((target / f).is_file() for f in WEIGHT_FILES):
+        return target
+    staging = root / f".{target.name}.{os.getpid()}.tmp"
+    save_pretrained(random_snac(arch, seed), arch, staging)
+    (staging / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    if target.exists():  # a build that died half-way
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another run built it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def calibration_audio(
     sampling_rate: int, seconds: float = 8.0, clip_seconds: float = 2.0
 ) -> torch.Tensor:
@@ -154,7 +199,7 @@ def calibration_audio(
     import soundfile as sf
     import torchaudio.functional as AF
 
-    with resources.as_file(resources.files("snactok") / "assets" / "calibration_speech.flac") as p:
+    with resources.as_file(CALIBRATION) as p:
         audio, sr = sf.read(p, dtype="float32", always_2d=True)
     wav = AF.resample(torch.from_numpy(audio.mean(axis=1)), sr, sampling_rate)
     n = int(clip_seconds * sampling_rate)
@@ -186,15 +231,15 @@ def save_pretrained(model: SNAC, arch: dict[str, Any], out_dir: Path) -> Path:
     return out_dir
 
 
-def prepare_device(device: str, cpu_threads: int | None) -> torch.device:
+def prepare_device(device: str, cpu_threads: int | None, tf32: bool = False) -> torch.device:
     """Per-process torch settings for one device worker."""
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        # TF32 changes tokens; cuDNN's conv TF32 is on by default.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
+        # TF32 changes tokens, so it is off unless asked for; cuDNN's conv TF32 is on by default.
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
         # Autotuning picks algorithms per shape, so a batch could round differently from one clip.
         torch.backends.cudnn.benchmark = False
     elif cpu_threads:
@@ -213,32 +258,73 @@ def use_thread_invariant_cpu_kernels() -> None:
     torch.backends.mkldnn.enabled = False
 
 
-class BatchEncoder:
-    """Encodes batches of same-padded-length clips on one device."""
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 
-    def __init__(self, model: SNAC, device: torch.device, arch: Any):
+
+class BatchEncoder:
+    """Encodes batches of same-padded-length clips on one device.
+
+    `submit` queues a batch and returns at once on CUDA (its own stream, pinned buffers,
+    non-blocking copies, one device-to-host copy); `Pending.result` waits. A worker submits the
+    next batch before it waits for the last, so filling a batch overlaps the device's work. On
+    CPU the same calls simply run in order.
+
+    `compile=True` runs the encoder through `snactok.kernels.compile_encoder` (same tokens); if
+    compiling fails, the encoder falls back to eager and `fallback` says why.
+    `autocast="bf16"` runs the convolutions in bfloat16 and CHANGES TOKENS; the quantizer stays
+    in float32.
+    """
+
+    def __init__(
+        self,
+        model: SNAC,
+        device: torch.device,
+        arch: Any,
+        compile: bool = False,
+        autocast: str | None = None,
+    ):
         self.model = model.to(device)
         self.device = device
         self.arch = arch
         self.multiple = pad_multiple(arch)
-        self._staging = torch.empty(0)
+        self.autocast = AUTOCAST_DTYPES[autocast] if autocast else None
+        self.fallback: str | None = None
+        self.compiled = compile
+        self._forward = self.model.encoder
+        if compile:
+            from snactok.kernels import compile_encoder
+
+            # A copy: the eager fallback keeps the original layers.
+            self._forward = compile_encoder(copy.deepcopy(self.model.encoder), device)
+        cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if cuda else None
+        self._staging = [torch.empty(0, pin_memory=cuda), torch.empty(0, pin_memory=cuda)]
+        self._turn = 0
 
     def staging(self, clips: int, length: int) -> torch.Tensor:
-        """A zeroed (clips, length) host buffer, pinned on CUDA and reused across batches.
+        """A zeroed (clips, length) host buffer, pinned on CUDA; two alternate across batches.
 
-        Reuse is safe: `encode` returns only after its device-to-host copy, so the previous
-        batch's host-to-device copy has finished.
+        Reuse is safe as long as a batch's `result` is taken before the batch after next is
+        filled: by then its host-to-device copy has finished. On CPU the batch is the encoder's
+        input itself, so it is a fresh tensor: compiled code guards on a view's base, and a view
+        of a growing buffer recompiled the encoder (seconds) at every new longest clip.
         """
+        if self.device.type != "cuda":
+            return torch.zeros(clips, length)
+        self._turn ^= 1
         n = clips * length
-        if self._staging.numel() < n:
-            self._staging = torch.empty(n, pin_memory=self.device.type == "cuda")
-        batch = self._staging[:n].view(clips, length)
+        if self._staging[self._turn].numel() < n:
+            self._staging[self._turn] = torch.empty(n, pin_memory=self.device.type == "cuda")
+        batch = self._staging[self._turn][:n].view(clips, length)
         batch.zero_()
         return batch
 
-    @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        """(B, L) float32 host tensor, L a multiple of the pad -> (B, sum of layer lengths) int16.
+        return self.submit(batch).result()
+
+    @torch.inference_mode()
+    def submit(self, batch: torch.Tensor) -> Pending:
+        """(B, L) float32 host tensor, L a multiple of the pad -> pending (B, tokens) int16.
 
         The encoder runs on the whole batch. The quantizer runs clip by clip: its 1x1 `in_proj`
         convolutions round differently at other batch sizes (measured at 44 kHz on CPU), which
@@ -247,8 +333,55 @@ class BatchEncoder:
         """
         if batch.shape[-1] % self.multiple:
             raise ValueError(f"batch length {batch.shape[-1]} is not a multiple of {self.multiple}")
-        x = batch.to(self.device, non_blocking=True).unsqueeze(1)
-        z = self.model.encoder(x)
-        rows = [torch.cat(self.model.quantizer(z[i : i + 1])[1], dim=1) for i in range(len(z))]
-        flat = torch.cat(rows).to(torch.int16)  # codebook_size 4096 < 2**15
-        return flat.cpu().numpy()  # the one device-to-host copy of the batch
+        with torch.cuda.stream(self.stream) if self.stream else contextlib.nullcontext():
+            x = batch.to(self.device, non_blocking=True).unsqueeze(1)
+            z = self._encoder(x)
+            rows = [torch.cat(self.model.quantizer(z[i : i + 1])[1], dim=1) for i in range(len(z))]
+            flat = torch.cat(rows).to(torch.int16)  # codebook_size 4096 < 2**15
+            if self.stream is None:
+                return Pending(flat)
+            host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            host.copy_(flat, non_blocking=True)  # the one device-to-host copy of the batch
+            done = torch.cuda.Event()
+            done.record(self.stream)
+            return Pending(host, done)
+
+    def _encoder(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled:
+            try:
+                return self._run(self._forward, x)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as err:  # inductor, a C++ compiler, a dynamo limit: all mean eager
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                self.fallback = f"{type(err).__name__}: {first_line[:300]}"
+                self.compiled = False
+                self._forward = self.model.encoder
+        return self._run(self._forward, x)
+
+    def _run(self, forward: Any, x: torch.Tensor) -> torch.Tensor:
+        if self.autocast is None:
+            return forward(x)
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            return forward(x).float()
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        """Compile (or load from the cache) before real work, for every batch size it will see.
+
+        Dynamic shapes cover every length, but a batch of 1 compiles apart from larger ones.
+        """
+        for clips in sorted(set(batch_sizes)):
+            self.encode(self.staging(clips, self.multiple))
+
+
+@dataclass
+class Pending:
+    """A submitted batch's tokens; `result` waits for the device when it has to."""
+
+    host: torch.Tensor
+    done: Any = None  # a CUDA event, or None when the tokens are already on the host
+
+    def result(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host.numpy()
