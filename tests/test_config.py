@@ -89,12 +89,21 @@ def test_bad_values_name_the_key_and_the_choices():
         check_config(compose_cfg(["output.format=csv"]))
     with pytest.raises(ConfigError, match=r"runtime\.job_index=3.*0\.\.0"):
         check_config(compose_cfg(["runtime.job_index=3"]))
+    with pytest.raises(ConfigError, match=r"runtime\.autocast='fp16'.*\[None, 'bf16'\]"):
+        check_config(compose_cfg(["runtime.autocast=fp16"]))
+    with pytest.raises(ConfigError, match=r"runtime\.batch_samples=0.*null or an integer >= 1"):
+        check_config(compose_cfg(["runtime.batch_samples=0"]))
+
+
+def test_speed_options_compose_and_pass_the_checks():
+    cfg = compose_cfg(["runtime.compile=true", "runtime.autocast=bf16", "runtime.tf32=true"])
+    check_config(cfg)
+    assert cfg.runtime.batch_samples is None  # by device: one clip on CPU, 2**21 on CUDA
 
 
 @pytest.mark.parametrize(
     "override",
     [
-        "runtime.compile=true",
         "runtime.resume=auto",
         "runtime.num_jobs=2",
         "dataset.streaming=true",

@@ -32,7 +32,8 @@ def _shards(run_dir: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, weights_dir):
-    """The demo set with 2 readers and 2 CPU device workers, 16 rows per unit (3 shards)."""
+    """The demo set with 2 readers and 2 CPU device workers, compiled, one clip per batch (the CPU
+    default), 16 rows per unit (3 shards)."""
     run_dir = tmp_path_factory.mktemp("demo_2x2")
     proc = run_cli(
         [
@@ -40,6 +41,7 @@ def demo_run(tmp_path_factory, weights_dir):
             f"codec.weights={weights_dir('snac_24khz')}",
             "runtime.devices=[cpu,cpu]",
             "runtime.num_readers=2",
+            "runtime.compile=true",
             "output.lines_per_file=16",
             f"hydra.run.dir={run_dir}",
         ]
@@ -79,7 +81,18 @@ def test_demo_run_manifest_accounts_for_every_row(demo_run):
         assert s["rows"] + s["rejected"] == s["rows_read"]
         rows = read_shard(path)
         assert s["tokens_per_layer"] == [sum(r["token_lengths"][i] for r in rows) for i in range(3)]
-    assert (demo_run / ".hydra" / "config.yaml").exists() and (demo_run / "encode.log").exists()
+    assert set(summary["peak_rss_mb"]) == {
+        "main",
+        "device worker 0 (cpu)",
+        "device worker 1 (cpu)",
+        "reader 0",
+        "reader 1",
+    }
+    assert all(50 < mb < 8000 for mb in summary["peak_rss_mb"].values())
+    assert 0 < summary["seconds_to"]["first_worker_ready"] <= summary["seconds_to"]["first_tokens"]
+    log = (demo_run / "encode.log").read_text()
+    assert "device worker 0 ready" in log and "(compiled)" in log
+    assert (demo_run / ".hydra" / "config.yaml").exists()
     assert not list((demo_run / "shards").glob(".*"))  # no temporary files left
 
 
@@ -95,13 +108,16 @@ def test_demo_tokens_equal_single_clip_encode_of_the_decoded_audio(demo_run, wei
             np.testing.assert_array_equal(row[f"snac_layer_{i}"], layer[0].numpy(), err_msg=row["id"])
 
 
-def test_one_worker_writes_byte_identical_shards(demo_run, weights_dir, tmp_path):
+def test_one_eager_worker_with_batches_writes_byte_identical_shards(demo_run, weights_dir, tmp_path):
+    """Worker count, threads, compile and batch size all leave the shards' bytes alone."""
     proc = run_cli(
         [
             "dataset=demo",
             f"codec.weights={weights_dir('snac_24khz')}",
             "runtime.devices=[cpu]",
             "runtime.num_readers=1",
+            "runtime.compile=false",
+            "runtime.batch_samples=262144",
             "output.lines_per_file=16",
             f"hydra.run.dir={tmp_path}",
         ]
@@ -243,3 +259,39 @@ def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
         rows = read_shard(shard)
         assert len(rows) == 2 and rows[0]["num_layers"] == (3 if header["codec"] == "snac_24khz" else 4)
     assert seen == {(d, c) for d in ("demo", "demo_music") for c in ("snac_24khz", "snac_32khz")}
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_clips(tmp_path, weights_dir):
+    """10x the clips, same peak per process: memory is bounded by the queue, batch and unit
+    budgets, not by the dataset."""
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    lines = ["file_name,text"]
+    for i in range(120):
+        t = np.arange(8000) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (150 + 7 * i) * t) * np.hanning(len(t))
+        sf.write(folder / f"{i:03d}.flac", wave.astype(np.float32), 16000)
+        lines.append(f"{i:03d}.flac,clip {i}")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    peaks = {}
+    for rows in (12, 120):
+        run_dir = tmp_path / f"run{rows}"
+        proc = run_cli(
+            [
+                "dataset=local_folder",
+                f"dataset.path={folder}",
+                "runtime=debug",
+                f"runtime.max_rows={rows}",
+                "runtime.batch_samples=49152",  # 4 clips: the small run fills batches too
+                "output.lines_per_file=10",
+                f"codec.weights={weights_dir('snac_24khz')}",
+                f"hydra.run.dir={run_dir}",
+            ]
+        )
+        _ok(proc)
+        summary = read_jsonl(run_dir / "manifest.jsonl")[-1]
+        assert summary["rows_written"] == rows
+        peaks[rows] = summary["peak_rss_mb"]
+    assert set(peaks[12]) == set(peaks[120]) == {"main", "device worker 0 (cpu)", "reader 0"}
+    for name, small in peaks[12].items():
+        assert peaks[120][name] <= 1.1 * small + 40, (name, small, peaks[120][name])

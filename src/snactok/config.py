@@ -76,9 +76,17 @@ class RuntimeConfig:
     num_readers: int = 4
     # Samples (at the codec rate) decoded but not yet encoded, across all queues and batches.
     queue_samples: int = 64 * 2**20
-    # Samples (at the codec rate, padded) in one encoder batch.
-    batch_samples: int = 2**21
+    # Samples (at the codec rate, padded) in one encoder batch; null = by device: one clip on CPU
+    # (batching measured slower there), 2**21 on CUDA.
+    batch_samples: int | None = None
+    # torch.compile the encoder (same tokens; ~20-60 s per process on first use, then cached).
     compile: bool = False
+    # Kept across runs: compiled kernels (inductor/) and built random weights (random_weights/).
+    cache_dir: str = "~/.cache/snactok"
+    # null or bf16: convolutions in bfloat16 on the device. CHANGES TOKENS; quantizer stays fp32.
+    autocast: str | None = None
+    # TF32 convolutions and matmuls on CUDA. CHANGES TOKENS; off matches fp32 encode.
+    tf32: bool = False
     # null, a run dir, or `auto` (taken up by the reliability work).
     resume: str | None = None
     num_jobs: int = 1
@@ -147,6 +155,7 @@ def register_configs() -> None:
 
 
 OUTPUT_FORMATS = ("jsonl",)
+AUTOCAST_CHOICES = (None, "bf16")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -159,7 +168,13 @@ def check_config(cfg: DictConfig) -> None:
         )
     rt, out = cfg.runtime, cfg.output
     _require(rt.num_readers >= 1, "runtime.num_readers", rt.num_readers, "an integer >= 1")
-    _require(rt.batch_samples >= 1, "runtime.batch_samples", rt.batch_samples, "an integer >= 1")
+    _require(
+        rt.batch_samples is None or rt.batch_samples >= 1,
+        "runtime.batch_samples",
+        rt.batch_samples,
+        "null or an integer >= 1",
+    )
+    _require(rt.autocast in AUTOCAST_CHOICES, "runtime.autocast", rt.autocast, list(AUTOCAST_CHOICES))
     _require(rt.queue_samples >= 1, "runtime.queue_samples", rt.queue_samples, "an integer >= 1")
     _require(rt.min_samples >= 1, "runtime.min_samples", rt.min_samples, "an integer >= 1")
     _require(rt.read_block_rows >= 1, "runtime.read_block_rows", rt.read_block_rows, "an integer >= 1")
@@ -175,7 +190,6 @@ def check_config(cfg: DictConfig) -> None:
 
 # Keys declared for later work; a value that asks for them fails rather than being ignored.
 NOT_YET_BUILT = {
-    "runtime.compile": (False, "the speed work"),
     "runtime.resume": (None, "the reliability work"),
     "runtime.num_jobs": (1, "the multi-node work"),
     "dataset.streaming": (False, "the multi-node work"),

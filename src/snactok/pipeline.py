@@ -7,6 +7,7 @@ collects tokens and rejects, and commits each unit's shard once all its rows are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ import queue
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -23,16 +25,19 @@ import numpy as np
 import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
-from snactok.codec import RANDOM, Weights, random_snac, resolve_weights, save_pretrained, token_lengths
+from snactok.codec import RANDOM, Weights, random_weights_dir, resolve_weights, token_lengths
 from snactok.config import check_config
 from snactok.devices import resolve_devices
 from snactok.progress import Progress
 from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, sha256_file, write_shard
 from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
-from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, reader_main
+from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, peak_rss_mb, reader_main
 
 log = logging.getLogger(__name__)
 JOIN_SECONDS = 10
+# runtime.batch_samples=null: on CPU one clip per batch (batching was slower, measured in
+# docs/performance.md); on CUDA 2**21 padded samples (~87 s of 24 kHz audio).
+DEFAULT_BATCH_SAMPLES = {"cpu": 1, "cuda": 2**21}
 
 
 class PipelineError(RuntimeError):
@@ -51,7 +56,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     units = plan_units(sources, out["lines_per_file"])
     run_dir.mkdir(parents=True, exist_ok=True)
     if weights.kind == RANDOM:
-        weights = _materialise_random(conf["codec"]["arch"], rt["seed"], run_dir)
+        weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
     log.info(
         "devices %s | weights %s | %d source(s), %d rows, %d unit(s) -> %s",
         devices,
@@ -61,11 +66,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         len(units),
         run_dir,
     )
-    collector = Collector(units, sources, conf, run_dir, weights)
+    collector = Collector(units, sources, conf, run_dir, weights, t0)
     collector.manifest.append(_header(conf, weights, sources, devices))
     try:
         _execute(conf, devices, weights, sources, units, collector)
-        summary = collector.summary(time.monotonic() - t0)
+        summary = collector.summary()
     finally:
         collector.close()
     if out_local := conf["save"]["local"]:
@@ -73,13 +78,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _materialise_random(arch: dict, seed: int, run_dir: Path) -> Weights:
+def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
     """Build the seeded, calibrated random SNAC once and save it, so every worker loads the same."""
     log.warning(
         "codec.weights=random: a seeded, calibrated RANDOM SNAC. Its tokens are MEANINGLESS; use it "
         "for smoke runs only. The manifest records it."
     )
-    path = save_pretrained(random_snac(arch, seed), arch, run_dir / "random_weights")
+    path = random_weights_dir(arch, seed, cache_dir.expanduser() / "random_weights")
     return Weights(kind=RANDOM, name=RANDOM, path=str(path))
 
 
@@ -95,8 +100,15 @@ class Collector:
     """Gathers rows per unit in the main process and commits each unit's shard when complete."""
 
     def __init__(
-        self, units: list[Unit], sources: list[Source], conf: dict, run_dir: Path, weights: Weights
+        self,
+        units: list[Unit],
+        sources: list[Source],
+        conf: dict,
+        run_dir: Path,
+        weights: Weights,
+        t0: float,
     ):
+        self.t0 = t0
         self.units = units
         self.sources = sources
         self.arch = conf["codec"]["arch"]
@@ -110,8 +122,14 @@ class Collector:
         self.committed: list[dict] = []
         self.reasons: Counter[str] = Counter()
         self.rows_done = 0
+        self.timing: dict[str, float] = {}  # seconds since the run started
+        self.peak_rss: dict[str, float] = {}  # process -> MiB
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.t0, 3)
 
     def add_batch(self, keys: list, codes: np.ndarray, length: int) -> None:
+        self.timing.setdefault("first_tokens", self.elapsed())
         lengths = token_lengths(length, self.arch)
         for (unit, row, meta), row_codes in zip(keys, codes, strict=True):
             src = self.sources[self.units[unit].source]
@@ -167,7 +185,8 @@ class Collector:
     def shard_paths(self, non_empty: bool = False) -> list[Path]:
         return [self.shards_dir.parent / r["file"] for r in self.committed if r["rows"] or not non_empty]
 
-    def summary(self, wall: float) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.t0
         written = sum(r["rows"] for r in self.committed)
         audio = sum(r["audio_seconds"] for r in self.committed)
         summary = {
@@ -181,6 +200,8 @@ class Collector:
             "wall_seconds": round(wall, 3),
             "audio_seconds_per_second": round(audio / max(wall, 1e-9), 3),
             "random_weights": self.weights.kind == RANDOM,
+            "seconds_to": self.timing,
+            "peak_rss_mb": {"main": peak_rss_mb(), **dict(sorted(self.peak_rss.items()))},
         }
         self.manifest.append(summary)
         log.info(
@@ -223,15 +244,20 @@ def _execute(
     threads = rt["cpu_threads"] or max(1, (os.cpu_count() or 1) // max(cpu_workers, 1))
     procs: dict[str, Any] = {}
     for rank, device in enumerate(devices):
+        batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[device.split(":")[0]]
         plan = DevicePlan(
             rank,
             device,
             weights,
             codec["arch"],
             rt["seed"],
-            rt["batch_samples"],
-            max(rt["batch_samples"], rt["queue_samples"] // (2 * len(devices))),
+            batch_samples,
+            max(batch_samples, rt["queue_samples"] // (2 * len(devices))),
             threads,
+            compile=rt["compile"],
+            cache_dir=rt["cache_dir"],
+            autocast=rt["autocast"],
+            tf32=rt["tf32"],
         )
         procs[f"device worker {rank} ({device})"] = ctx.Process(
             target=device_main,
@@ -256,8 +282,9 @@ def _execute(
         rt["progress_interval"],
         [u.name for u in units],
     )
-    for p in procs.values():
-        p.start()
+    with _child_malloc_tunables():
+        for p in procs.values():
+            p.start()
     try:
         _collect(
             results,
@@ -273,6 +300,30 @@ def _execute(
         stop.set()
         progress.close()
         _shutdown(procs)
+
+
+# glibc returns freed memory above 128 KiB-32 MiB (mmap threshold) and at the heap top (trim
+# threshold) to the OS, so every encoder call page-faults its activations back in. Keeping freed
+# memory in the process measured 9.2 -> 9.8x and 8.9 -> 10.4x real time on the compiled CPU
+# encoder, with half the system time (docs/performance.md). Peak memory is unchanged: the same
+# buffers are reused.
+MALLOC_TUNABLES = (
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:"
+    "glibc.malloc.top_pad=268435456"
+)
+
+
+@contextlib.contextmanager
+def _child_malloc_tunables() -> Iterator[None]:
+    """Children started inside inherit MALLOC_TUNABLES, unless the user set GLIBC_TUNABLES."""
+    if "GLIBC_TUNABLES" in os.environ:
+        yield
+        return
+    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    try:
+        yield
+    finally:
+        del os.environ["GLIBC_TUNABLES"]
 
 
 def _collect(
@@ -316,7 +367,15 @@ def _handle(msg: tuple, collector: Collector) -> int:
     elif kind == "reject":
         collector.add_reject(*msg[1:])
     elif kind == "worker_ready":
-        log.info("device worker %d ready", msg[1])
+        _, rank, seconds, compiled = msg
+        collector.timing.setdefault("first_worker_ready", collector.elapsed())
+        log.info(
+            "device worker %d ready in %.1f s (%s)", rank, seconds, "compiled" if compiled else "eager"
+        )
+    elif kind == "peak_rss":
+        collector.peak_rss[msg[1]] = msg[2]
+    elif kind == "warning":
+        log.warning("%s", msg[1])
     elif kind == "error":
         raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
     return int(kind == "worker_done")

@@ -8,10 +8,14 @@ batch does exactly the math of encoding every clip alone.
 
 from __future__ import annotations
 
+import os
 import queue
+import resource
+import time
 import traceback
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +23,7 @@ import torch
 from snactok.audio import Rejected, Resampler, check_audio, decode
 from snactok.codec import (
     BatchEncoder,
+    Pending,
     Weights,
     load_model,
     pad_multiple,
@@ -108,6 +113,7 @@ def reader_main(
                 work.put(clip)
                 stats[2 * plan.rank] += 1
                 stats[2 * plan.rank + 1] += clip.meta["duration"]
+        results.put(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
         # Queued tensors are shared by file descriptor, served by this process: stay alive until
         # the main process has everything.
         stop.wait()
@@ -154,6 +160,10 @@ class DevicePlan:
     batch_samples: int
     pool_samples: int  # flush the fullest bucket when this worker holds more
     cpu_threads: int | None
+    compile: bool = False
+    cache_dir: str | None = None  # inductor/ under it keeps compiled kernels across runs
+    autocast: str | None = None
+    tf32: bool = False
 
 
 def device_main(
@@ -161,76 +171,163 @@ def device_main(
 ) -> None:
     """Pull clips, bucket them by padded length, encode full buckets, send tokens back."""
     _child_setup()
+    name = f"device worker {plan.rank} ({plan.device})"
     try:
-        device = prepare_device(plan.device, plan.cpu_threads)
-        encoder = BatchEncoder(load_model(plan.weights, plan.arch, plan.seed), device, plan.arch)
-        results.put(("worker_ready", plan.rank))
-        _device_loop(plan, encoder, work, results, budget, stop, stats)
+        if plan.compile and plan.cache_dir:
+            from snactok.kernels import remember_isa_probes  # imports dynamo: only when compiling
+
+            cache = Path(plan.cache_dir).expanduser() / "inductor"
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+            remember_isa_probes(cache)
+        t0 = time.monotonic()
+        device = prepare_device(plan.device, plan.cpu_threads, plan.tf32)
+        model = load_model(plan.weights, plan.arch, plan.seed)
+        encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast)
+        multiple = pad_multiple(plan.arch)
+        encoder.warm_up((1, 2) if plan.batch_samples >= 2 * multiple else (1,))
+        if encoder.fallback:
+            results.put(
+                ("warning", f"{name}: torch.compile failed, encoding eagerly: {encoder.fallback}")
+            )
+        results.put(("worker_ready", plan.rank, round(time.monotonic() - t0, 2), encoder.compiled))
+        DeviceLoop(plan, encoder, results, budget, stats).run(work, stop)
+        results.put(("peak_rss", name, peak_rss_mb()))
         results.put(("worker_done", plan.rank))
     except Exception:
-        results.put(("error", f"device worker {plan.rank} ({plan.device})", traceback.format_exc()))
+        results.put(("error", name, traceback.format_exc()))
         raise
 
 
-def _device_loop(
-    plan: DevicePlan,
-    encoder: BatchEncoder,
-    work: Any,
-    results: Any,
-    budget: Budget,
-    stop: Any,
-    stats: Any,
-) -> None:
-    multiple = pad_multiple(plan.arch)
-    buckets: dict[int, list[Clip]] = defaultdict(list)
-    held = 0
+class DeviceLoop:
+    """Buckets clips by padded length and encodes them, one batch in flight while the next fills.
 
-    def flush(length: int) -> None:
-        nonlocal held
-        clips = buckets.pop(length)
-        per_batch = max(1, plan.batch_samples // length)
-        for i in range(0, len(clips), per_batch):
-            _encode_and_send(clips[i : i + per_batch], length, encoder, plan, results, stats)
-        released = sum(c.samples for c in clips)
-        held -= released
-        budget.release(released)
+    A full bucket (batch_samples) is encoded at once. When input stalls or the worker holds
+    pool_samples, the fullest bucket goes, so no clip waits for company that never comes. An
+    out-of-memory error halves the batch and retries; a single clip that does not fit is rejected
+    as out_of_memory. No clip is lost either way.
+    """
 
-    while not stop.is_set():
-        try:
-            clip = work.get(timeout=IDLE_FLUSH_SECONDS if held else POLL_SECONDS)
-        except queue.Empty:
-            if held:  # input is slow: encode what we have rather than idle
-                flush(_fullest(buckets))
-            continue
-        if clip is None:
-            for length in sorted(buckets):
-                flush(length)
+    def __init__(
+        self, plan: DevicePlan, encoder: BatchEncoder, results: Any, budget: Budget, stats: Any
+    ):
+        self.plan = plan
+        self.encoder = encoder
+        self.results = results
+        self.budget = budget
+        self.stats = stats
+        self.multiple = pad_multiple(plan.arch)
+        self.batch_samples = plan.batch_samples
+        self.buckets: dict[int, list[Clip]] = defaultdict(list)
+        self.held = 0
+        self.in_flight: tuple[list[Clip], int, Pending] | None = None
+
+    def run(self, work: Any, stop: Any) -> None:
+        while not stop.is_set():
+            try:
+                clip = work.get(timeout=IDLE_FLUSH_SECONDS if self.held else POLL_SECONDS)
+            except queue.Empty:
+                if self.held:  # input is slow: encode what we have rather than idle
+                    self.flush(_fullest(self.buckets))
+                self.drain()
+                continue
+            if clip is None:
+                for length in sorted(self.buckets):
+                    self.flush(length)
+                self.drain()
+                return
+            length = padded_length(clip.samples, self.multiple)
+            self.buckets[length].append(clip)
+            self.held += clip.samples
+            if length * len(self.buckets[length]) >= self.batch_samples:
+                self.flush(length)
+            elif self.held >= self.plan.pool_samples:
+                self.flush(_fullest(self.buckets))
+
+    def flush(self, length: int) -> None:
+        clips = self.buckets.pop(length)
+        self.held -= sum(c.samples for c in clips)
+        while clips:
+            per_batch = max(1, self.batch_samples // length)
+            part = clips[:per_batch]
+            try:
+                self.submit(part, length)
+            except torch.OutOfMemoryError as err:
+                if self.device_is_cuda:
+                    torch.cuda.empty_cache()
+                if len(part) > 1:
+                    self.batch_samples = (len(part) + 1) // 2 * length
+                    self.results.put(
+                        (
+                            "warning",
+                            f"device worker {self.plan.rank}: out of memory at {len(part)} "
+                            f"clips of {length} samples; batches are now {self.batch_samples} samples",
+                        )
+                    )
+                    continue
+                self.reject(part[0], "out_of_memory", f"{length} samples do not fit: {err}"[:500])
+            clips = clips[len(part) :]
+
+    @property
+    def device_is_cuda(self) -> bool:
+        return self.encoder.device.type == "cuda"
+
+    def submit(self, clips: list[Clip], length: int) -> None:
+        batch = self.encoder.staging(len(clips), length)
+        for i, clip in enumerate(clips):
+            batch[i, : clip.samples] = clip.wave
+        pending = self.encoder.submit(batch)
+        self.drain()  # the previous batch, while this one runs
+        self.in_flight = (clips, length, pending)
+
+    def drain(self) -> None:
+        if self.in_flight is None:
             return
-        length = padded_length(clip.samples, multiple)
-        buckets[length].append(clip)
-        held += clip.samples
-        if length * len(buckets[length]) >= plan.batch_samples:
-            flush(length)
-        elif held >= plan.pool_samples:
-            flush(_fullest(buckets))
+        clips, length, pending = self.in_flight
+        self.in_flight = None
+        codes = pending.result()
+        keys = [(c.unit, c.row, c.meta) for c in clips]
+        self.results.put(("batch", self.plan.rank, keys, codes, length))
+        self._done(clips)
+        if self.encoder.fallback and not self.encoder.compiled:
+            self.results.put(
+                (
+                    "warning",
+                    f"device worker {self.plan.rank}: torch.compile failed, "
+                    f"encoding eagerly: {self.encoder.fallback}",
+                )
+            )
+            self.encoder.fallback = None
+
+    def reject(self, clip: Clip, reason: str, detail: str) -> None:
+        self.results.put(("reject", clip.unit, clip.row, clip.meta["id"], reason, detail))
+        self._done([clip], encoded=False)
+
+    def _done(self, clips: list[Clip], encoded: bool = True) -> None:
+        rank = self.plan.rank
+        if encoded:
+            self.stats[3 * rank] += len(clips)
+            self.stats[3 * rank + 1] += sum(c.meta["duration"] for c in clips)
+            self.stats[3 * rank + 2] = clips[-1].unit
+        self.budget.release(sum(c.samples for c in clips))
 
 
 def _fullest(buckets: dict[int, list[Clip]]) -> int:
     return max(buckets, key=lambda length: length * len(buckets[length]))
 
 
-def _encode_and_send(
-    clips: list[Clip], length: int, encoder: BatchEncoder, plan: DevicePlan, results: Any, stats: Any
-) -> None:
-    batch = encoder.staging(len(clips), length)
-    for i, clip in enumerate(clips):
-        batch[i, : clip.samples] = clip.wave
-    codes = encoder.encode(batch)
-    keys = [(c.unit, c.row, c.meta) for c in clips]
-    results.put(("batch", plan.rank, keys, codes, length))
-    stats[3 * plan.rank] += len(clips)
-    stats[3 * plan.rank + 1] += sum(c.meta["duration"] for c in clips)
-    stats[3 * plan.rank + 2] = clips[-1].unit
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    /proc's VmHWM, because `ru_maxrss` survives exec on Linux: a spawned child would report at
+    least its parent's peak at the time of the spawn.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _child_setup() -> None:
@@ -243,8 +340,6 @@ def _child_setup() -> None:
 
 def _raise_open_file_limit() -> None:
     """Each queued tensor holds a file descriptor until it is received."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,164 @@
+"""The code the speed work added, checked for tokens and accounting, never for time.
+
+Exact compiled layers against eager bits, compile falling back to eager, out-of-memory halving and
+the cache of random weights. Speed itself is `make bench`'s job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg
+from snac.layers import Snake1d
+from torch import nn
+
+from snactok.codec import (
+    BatchEncoder,
+    Weights,
+    arch_dict,
+    calibration_audio,
+    load_model,
+    random_weights_dir,
+)
+from snactok.kernels import TapsDepthwiseConv1d, make_exact_for_compile
+from snactok.workers import Budget, Clip, DeviceLoop, DevicePlan
+
+
+def _arch(codec="snac_24khz"):
+    return arch_dict(compose_cfg([f"codec={codec}"]).codec.arch)
+
+
+@pytest.mark.parametrize("dilation", [1, 3, 9])
+def test_taps_depthwise_conv_has_the_native_kernels_bits(dilation):
+    torch.manual_seed(dilation)
+    conv = nn.Conv1d(48, 48, 7, dilation=dilation, padding=3 * dilation, groups=48)
+    x = torch.randn(2, 48, 3001)
+    with torch.inference_mode():
+        assert torch.equal(TapsDepthwiseConv1d(conv)(x), conv(x))
+
+
+def test_compiled_snake_and_depthwise_give_eager_bits():
+    """Inductor's own sin differs from eager's in the last bit; the rewritten layers must not."""
+    torch.manual_seed(0)
+    block = nn.Sequential(
+        Snake1d(32), nn.Conv1d(32, 32, 7, padding=9, dilation=3, groups=32), Snake1d(32)
+    )
+    with torch.no_grad():
+        for m in block:
+            if isinstance(m, Snake1d):
+                m.alpha.uniform_(0.5, 3.0)
+    x = 3 * torch.randn(1, 32, 5000)
+    with torch.inference_mode():
+        expected = block(x)
+        assert make_exact_for_compile(block, torch.device("cpu")) == 3
+        got = torch.compile(block, dynamic=True)(x)
+        plain = torch.compile(lambda v: torch.sin(v), dynamic=True)(x)
+    assert torch.equal(got, expected)
+    assert not torch.equal(plain, torch.sin(x))  # the reason for the rewrite, still true here
+
+
+def test_compile_failure_falls_back_to_eager_with_the_same_tokens(weights_dir, tmp_path, monkeypatch):
+    """A machine whose C++ compiler is unusable: the encoder says why and encodes eagerly."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # nothing cached
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    torch._dynamo.reset()
+    arch = _arch()
+    path = str(weights_dir("snac_24khz"))
+    eager = BatchEncoder(load_model(Weights("local", path, path), arch), torch.device("cpu"), arch)
+    broken = BatchEncoder(
+        load_model(Weights("local", path, path), arch), torch.device("cpu"), arch, compile=True
+    )
+    broken.warm_up()
+    assert broken.compiled is False and broken.fallback
+    batch = eager.staging(1, 4 * 2048)
+    batch[0] = calibration_audio(24000, seconds=2.0).reshape(-1)[: 4 * 2048]
+    np.testing.assert_array_equal(broken.encode(batch.clone()), eager.encode(batch))
+    torch._dynamo.reset()
+
+
+class _SmallDevice(BatchEncoder):
+    """A device that runs out of memory above `fits` clips per batch.
+
+    A stand-in at a boundary this machine cannot reach (GPU memory); the batching and retry code
+    around it is the real one."""
+
+    fits = 2
+
+    def submit(self, batch):
+        if len(batch) > self.fits:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: {len(batch)} clips")
+        return super().submit(batch)
+
+
+class _Sink(list):
+    def put(self, item):
+        self.append(item)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_clip(weights_dir):
+    arch = _arch()
+    path = str(weights_dir("snac_24khz"))
+    weights = Weights("local", path, path)
+    encoder = _SmallDevice(load_model(weights, arch), torch.device("cpu"), arch)
+    speech = calibration_audio(24000, seconds=8.0).reshape(-1)
+    clips = [
+        Clip(0, i, {"id": i, "duration": 0.1}, speech[3000 * i : 3000 * i + 2000]) for i in range(7)
+    ]
+    ctx = mp.get_context("spawn")
+    budget = Budget(ctx, 10**9)
+    assert budget.acquire(sum(c.samples for c in clips), ctx.Event())
+    plan = DevicePlan(0, "cpu", weights, arch, 0, 8 * 2048, 10**9, 1)
+    results = _Sink()
+    loop = DeviceLoop(plan, encoder, results, budget, [0.0, 0.0, 0.0])
+    loop.buckets[2048] = list(clips)
+    loop.flush(2048)
+    loop.drain()
+    batches = [m for m in results if m[0] == "batch"]
+    assert [len(m[2]) for m in batches] == [2, 2, 2, 1]  # 7 clips: OOM at 7, then at 4, 2 fit
+    assert sorted(k[1] for m in batches for k in m[2]) == list(range(7))
+    assert loop.batch_samples == 2 * 2048 and budget.held == 0
+    warnings = [m[1] for m in results if m[0] == "warning"]
+    assert len(warnings) == 2 and "out of memory at 7 clips" in warnings[0]
+    reference = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
+    for m in batches:
+        for (_, row, _), codes in zip(m[2], m[3], strict=True):
+            one = reference.staging(1, 2048)
+            one[0, :2000] = clips[row].wave
+            np.testing.assert_array_equal(codes, reference.encode(one)[0])
+
+
+def test_a_clip_too_big_for_the_device_alone_is_rejected_not_lost(weights_dir):
+    arch = _arch()
+    path = str(weights_dir("snac_24khz"))
+    weights = Weights("local", path, path)
+    encoder = _SmallDevice(load_model(weights, arch), torch.device("cpu"), arch)
+    encoder.fits = 0
+    clip = Clip(3, 17, {"id": "long.wav", "duration": 0.1}, torch.zeros(2000))
+    ctx = mp.get_context("spawn")
+    budget = Budget(ctx, 10**9)
+    budget.acquire(clip.samples, ctx.Event())
+    results = _Sink()
+    loop = DeviceLoop(
+        DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9, 1), encoder, results, budget, [0.0] * 3
+    )
+    loop.buckets[2048] = [clip]
+    loop.flush(2048)
+    (reject,) = results
+    assert reject[:5] == ("reject", 3, 17, "long.wav", "out_of_memory")
+    assert budget.held == 0
+
+
+def test_random_weights_are_built_once_and_reused(tmp_path):
+    arch = _arch()
+    first = random_weights_dir(arch, 0, tmp_path)
+    stamp = (first / "pytorch_model.bin").stat().st_mtime_ns
+    assert random_weights_dir(arch, 0, tmp_path) == first
+    assert (first / "pytorch_model.bin").stat().st_mtime_ns == stamp  # not rebuilt
+    other = random_weights_dir(arch, 1, tmp_path)
+    assert other != first and (other / "config.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging dirs left
