@@ -44,8 +44,13 @@ lint: setup
 	$(BIN)/ruff check src tests scripts encode.py
 	$(BIN)/ruff format --check src tests scripts encode.py
 
+# ~12 min of generated speech through (a) the original method, (b) the model alone, (c) encode.py;
+# prints the table and rewrites it in docs/performance.md. Takes ~15 min on 2 CPU cores.
 bench: setup
-	@echo "No benchmark yet: scripts/bench.py arrives with the speed issue (#3)."; exit 1
+	@command -v espeak-ng >/dev/null || { \
+	  echo "espeak-ng is missing; installing it (needs root)"; \
+	  apt-get update && apt-get install -y espeak-ng; }
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -9,7 +9,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from snactok.config import ConfigError, SourceConfig, check_config
 from snactok.devices import resolve_devices
-from snactok.pipeline import run
+from snactok.pipeline import default_readers, run
 
 DATASETS = sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml"))
 
@@ -93,6 +93,14 @@ def test_bad_values_name_the_key_and_the_choices():
         check_config(compose_cfg(["runtime.autocast=fp16"]))
     with pytest.raises(ConfigError, match=r"runtime\.batch_samples=0.*null or an integer >= 1"):
         check_config(compose_cfg(["runtime.batch_samples=0"]))
+
+
+def test_default_readers_follow_the_devices_and_the_cores():
+    assert default_readers(["cpu"], cores=2) == 1
+    assert default_readers(["cpu", "cpu"], cores=2) == 2
+    assert default_readers([f"cuda:{i}" for i in range(8)], cores=96) == 32
+    assert default_readers([f"cuda:{i}" for i in range(8)], cores=16) == 16
+    assert default_readers(["cuda:0"], cores=1) == 1
 
 
 def test_speed_options_compose_and_pass_the_checks():

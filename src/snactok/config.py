@@ -73,7 +73,9 @@ class DatasetConfig:
 class RuntimeConfig:
     # `auto` = every visible CUDA GPU, else one CPU worker. Or e.g. [cuda:0, cuda:1] / [cpu, cpu].
     devices: list[str] = field(default_factory=lambda: ["auto"])
-    num_readers: int = 4
+    # Decode + resample processes; null = by device: 1 per CPU worker, 4 per GPU (at most the
+    # cores left). A reader costs ~0.0008 CPU s per audio s of 16 kHz FLAC (docs/performance.md).
+    num_readers: int | None = None
     # Samples (at the codec rate) decoded but not yet encoded, across all queues and batches.
     queue_samples: int = 64 * 2**20
     # Samples (at the codec rate, padded) in one encoder batch; null = by device: one clip on CPU
@@ -167,7 +169,12 @@ def check_config(cfg: DictConfig) -> None:
             f"set them on the command line, e.g. {missing[0]}=..."
         )
     rt, out = cfg.runtime, cfg.output
-    _require(rt.num_readers >= 1, "runtime.num_readers", rt.num_readers, "an integer >= 1")
+    _require(
+        rt.num_readers is None or rt.num_readers >= 1,
+        "runtime.num_readers",
+        rt.num_readers,
+        "null or an integer >= 1",
+    )
     _require(
         rt.batch_samples is None or rt.batch_samples >= 1,
         "runtime.batch_samples",

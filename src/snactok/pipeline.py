@@ -229,11 +229,13 @@ def _execute(
     collector: Collector,
 ) -> None:
     rt, codec = conf["runtime"], conf["codec"]
+    num_readers = rt["num_readers"] or default_readers(devices, os.cpu_count() or 1)
+    log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
     work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     budget = Budget(ctx, rt["queue_samples"])
     next_block = ctx.Value("q", 0)
-    reader_stats = ctx.Array("d", 2 * rt["num_readers"], lock=False)
+    reader_stats = ctx.Array("d", 2 * num_readers, lock=False)
     device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
     blocks = [
         (u.index, u.source, start, min(start + rt["read_block_rows"], u.stop))
@@ -265,7 +267,7 @@ def _execute(
             name=f"snactok-device-{rank}",
             daemon=True,
         )
-    for rank in range(rt["num_readers"]):
+    for rank in range(num_readers):
         plan = ReaderPlan(
             rank, sources, blocks, codec["arch"]["sampling_rate"], rt["min_samples"], rt["max_duration"]
         )
@@ -277,7 +279,7 @@ def _execute(
         )
     progress = Progress(
         sum(u.rows for u in units),
-        rt["num_readers"],
+        num_readers,
         devices,
         rt["progress_interval"],
         [u.name for u in units],
@@ -300,6 +302,19 @@ def _execute(
         stop.set()
         progress.close()
         _shutdown(procs)
+
+
+def default_readers(devices: list[str], cores: int) -> int:
+    """runtime.num_readers=null: one reader per CPU worker, four per GPU, within the cores left.
+
+    A reader needs ~0.0008 CPU s per audio s (FLAC), so one keeps up with a CPU worker (~10x real
+    time) with room to spare; more only compete with the encoder for cores. A GPU at ~2,500x real
+    time needs ~2 cores of decoding; four readers leave headroom for MP3 and long files.
+    """
+    gpus = sum(d != "cpu" for d in devices)
+    cpus = len(devices) - gpus
+    spare = max(1, cores - cpus)
+    return max(1, cpus + min(4 * gpus, spare))
 
 
 # glibc returns freed memory above 128 KiB-32 MiB (mmap threshold) and at the heap top (trim
