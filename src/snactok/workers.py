@@ -185,12 +185,10 @@ def device_main(
         encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast)
         multiple = pad_multiple(plan.arch)
         encoder.warm_up((1, 2) if plan.batch_samples >= 2 * multiple else (1,))
-        if encoder.fallback:
-            results.put(
-                ("warning", f"{name}: torch.compile failed, encoding eagerly: {encoder.fallback}")
-            )
+        loop = DeviceLoop(plan, encoder, results, budget, stats)
+        loop.report_fallback()
         results.put(("worker_ready", plan.rank, round(time.monotonic() - t0, 2), encoder.compiled))
-        DeviceLoop(plan, encoder, results, budget, stats).run(work, stop)
+        loop.run(work, stop)
         results.put(("peak_rss", name, peak_rss_mb()))
         results.put(("worker_done", plan.rank))
     except Exception:
@@ -288,11 +286,15 @@ class DeviceLoop:
         keys = [(c.unit, c.row, c.meta) for c in clips]
         self.results.put(("batch", self.plan.rank, keys, codes, length))
         self._done(clips)
-        if self.encoder.fallback and not self.encoder.compiled:
+        self.report_fallback()
+
+    def report_fallback(self) -> None:
+        """Tell the main process, once, that compiling failed and the encoder runs eagerly."""
+        if self.encoder.fallback:
             self.results.put(
                 (
                     "warning",
-                    f"device worker {self.plan.rank}: torch.compile failed, "
+                    f"device worker {self.plan.rank} ({self.plan.device}): torch.compile failed, "
                     f"encoding eagerly: {self.encoder.fallback}",
                 )
             )
