@@ -6,6 +6,7 @@ the cache of random weights. Speed itself is `make bench`'s job.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 
 import numpy as np
@@ -23,7 +24,7 @@ from snactok.codec import (
     load_model,
     random_weights_dir,
 )
-from snactok.kernels import TapsDepthwiseConv1d, make_exact_for_compile
+from snactok.kernels import TapsDepthwiseConv1d, make_exact_for_compile, remember_isa_probes
 from snactok.workers import Budget, Clip, DeviceLoop, DevicePlan
 
 
@@ -162,3 +163,30 @@ def test_random_weights_are_built_once_and_reused(tmp_path):
     other = random_weights_dir(arch, 1, tmp_path)
     assert other != first and (other / "config.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging dirs left
+
+
+def test_isa_probe_verdicts_are_kept_on_disk(tmp_path, monkeypatch):
+    """Each verdict is probed once per machine, then read back by later processes.
+
+    The probe itself is a stand-in (the real one starts `python -c "import torch"`); the caching
+    layer around it is the real one."""
+    from torch._inductor.cpu_vec_isa import VecAVX2, VecISA
+
+    probed = []
+
+    def probe(self, code):
+        probed.append(code)
+        return True
+
+    monkeypatch.setattr(VecISA, "check_build", probe)
+    assert remember_isa_probes(tmp_path)
+    isa = VecAVX2()
+    assert isa.check_build("int main() {}") is True
+    assert isa.check_build("int main() {}") is True
+    assert len(probed) == 1
+    (store,) = tmp_path.glob("isa_probes-*.json")
+    monkeypatch.setattr(VecISA, "check_build", probe)  # as a new process starts: unwrapped
+    assert remember_isa_probes(tmp_path)
+    assert isa.check_build("int main() {}") is True and len(probed) == 1  # read from disk
+    assert isa.check_build("int other() {}") is True and len(probed) == 2
+    assert len(json.loads(store.read_text())) == 2

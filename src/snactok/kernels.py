@@ -134,7 +134,8 @@ def remember_isa_probes(cache_dir: Path) -> bool:
     `python -c "import torch ..."`, six times on this machine: 15.7 s of a 21 s warm-cache
     worker start. The verdicts depend only on the CPU, the compiler flags and torch, so they
     are keyed by those and stored next to the inductor cache. Returns False (and changes
-    nothing) if this torch has no such probe to wrap.
+    nothing) if this torch has no such probe to wrap. Once per process: the first call's
+    `cache_dir` is the one used.
     """
     try:
         from torch._inductor.cpu_vec_isa import VecISA

@@ -320,8 +320,8 @@ def default_readers(devices: list[str], cores: int) -> int:
 # glibc returns freed memory above 128 KiB-32 MiB (mmap threshold) and at the heap top (trim
 # threshold) to the OS, so every encoder call page-faults its activations back in. Keeping freed
 # memory in the process measured 9.2 -> 9.8x and 8.9 -> 10.4x real time on the compiled CPU
-# encoder, with half the system time (docs/performance.md). Peak memory is unchanged: the same
-# buffers are reused.
+# encoder, with half the system time (docs/performance.md). Peak RSS is still set by the largest
+# activations: the 10x-clips memory test runs with these settings.
 MALLOC_TUNABLES = (
     "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:"
     "glibc.malloc.top_pad=268435456"
