@@ -13,7 +13,9 @@ import sys
 def cached(repo: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return all(isinstance(try_to_load_from_cache(repo, f), str) for f in ("config.json", "pytorch_model.bin"))
+    return all(
+        isinstance(try_to_load_from_cache(repo, f), str) for f in ("config.json", "pytorch_model.bin")
+    )
 
 
 def hub_answers(timeout: float = 3.0) -> bool:
