@@ -296,9 +296,8 @@ class BatchEncoder:
 
             # A copy: the eager fallback keeps the original layers.
             self._forward = compile_encoder(copy.deepcopy(self.model.encoder), device)
-        cuda = device.type == "cuda"
-        self.stream = torch.cuda.Stream(device) if cuda else None
-        self._staging = [torch.empty(0, pin_memory=cuda), torch.empty(0, pin_memory=cuda)]
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._pinned = [torch.empty(0), torch.empty(0)]  # CUDA staging; grown pinned on first use
         self._turn = 0
 
     def staging(self, clips: int, length: int) -> torch.Tensor:
@@ -313,9 +312,9 @@ class BatchEncoder:
             return torch.zeros(clips, length)
         self._turn ^= 1
         n = clips * length
-        if self._staging[self._turn].numel() < n:
-            self._staging[self._turn] = torch.empty(n, pin_memory=self.device.type == "cuda")
-        batch = self._staging[self._turn][:n].view(clips, length)
+        if self._pinned[self._turn].numel() < n:
+            self._pinned[self._turn] = torch.empty(n, pin_memory=True)
+        batch = self._pinned[self._turn][:n].view(clips, length)
         batch.zero_()
         return batch
 
