@@ -20,7 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from snactok import ConfigError, register_configs
-from snactok.pipeline import run
+from snactok.config import refuse_secret_overrides
+from snactok.pipeline import Interrupted, PipelineError, run
 
 log = logging.getLogger("encode")
 
@@ -33,8 +34,15 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)
+    except PipelineError:  # run() logged what failed and how to resume
+        sys.exit(1)
+    except Interrupted as err:
+        sys.exit(128 + err.signum)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":
+    refuse_secret_overrides(sys.argv[1:])
     register_configs()
     main()

@@ -109,3 +109,23 @@ def demo_rows() -> list[dict]:
 
     with open(ROOT / "data" / "demo" / "metadata.csv", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, weights_dir):
+    """The demo set with 2 readers and 2 CPU device workers, compiled, one clip per batch (the CPU
+    default), 16 rows per unit (3 shards). Other tests compare their shards with its bytes."""
+    run_dir = tmp_path_factory.mktemp("demo_2x2")
+    proc = run_cli(
+        [
+            "dataset=demo",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            "runtime.devices=[cpu,cpu]",
+            "runtime.num_readers=2",
+            "runtime.compile=true",
+            "output.lines_per_file=16",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir

@@ -7,7 +7,7 @@ from conftest import CODECS, ROOT, compose_cfg
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from snactok.config import ConfigError, SourceConfig, check_config
+from snactok.config import ConfigError, SourceConfig, check_config, refuse_secret_overrides
 from snactok.devices import resolve_devices
 from snactok.pipeline import default_readers, run
 
@@ -112,7 +112,6 @@ def test_speed_options_compose_and_pass_the_checks():
 @pytest.mark.parametrize(
     "override",
     [
-        "runtime.resume=auto",
         "runtime.num_jobs=2",
         "dataset.streaming=true",
         "save.hub_repo=me/tokens",
@@ -142,3 +141,22 @@ def test_devices_are_checked_against_what_exists():
         resolve_devices(["cuda:1"], cuda_ok=False, visible=0)
     with pytest.raises(ConfigError, match=r"'gpu0'.*valid entries are auto, cpu"):
         resolve_devices(["gpu0"], cuda_ok=False, visible=0)
+
+
+@pytest.mark.parametrize("key", ["+hf_token", "wandb.api_key", "++HF_TOKEN", "+my_secret"])
+def test_token_like_overrides_are_refused_with_the_environment_variable(key, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        refuse_secret_overrides(["dataset=demo", f"{key}=abc123"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "HF_TOKEN" in err and "WANDB_API_KEY" in err and "abc123" not in err
+
+
+def test_ordinary_overrides_pass_the_secret_check():
+    refuse_secret_overrides(["dataset=demo", "runtime.max_rows=3", "-m", "codec=snac_24khz,snac_32khz"])
+
+
+def test_a_credential_in_a_config_file_is_refused():
+    cfg = compose_cfg(["+dataset.sources.0.add_constant.api_key=abc"])
+    with pytest.raises(ConfigError, match=r"dataset.sources\[0\].add_constant.api_key.*WANDB_API_KEY"):
+        check_config(cfg)

@@ -30,26 +30,6 @@ def _shards(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "shards").glob("*.jsonl.gz"))
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, weights_dir):
-    """The demo set with 2 readers and 2 CPU device workers, compiled, one clip per batch (the CPU
-    default), 16 rows per unit (3 shards)."""
-    run_dir = tmp_path_factory.mktemp("demo_2x2")
-    proc = run_cli(
-        [
-            "dataset=demo",
-            f"codec.weights={weights_dir('snac_24khz')}",
-            "runtime.devices=[cpu,cpu]",
-            "runtime.num_readers=2",
-            "runtime.compile=true",
-            "output.lines_per_file=16",
-            f"hydra.run.dir={run_dir}",
-        ]
-    )
-    _ok(proc)
-    return run_dir
-
-
 def test_demo_run_writes_exactly_the_input_rows(demo_run):
     expected = demo_rows()
     shards = _shards(demo_run)
@@ -295,3 +275,35 @@ def test_peak_memory_does_not_grow_with_the_number_of_clips(tmp_path, weights_di
     assert set(peaks[12]) == set(peaks[120]) == {"main", "device worker 0 (cpu)", "reader 0"}
     for name, small in peaks[12].items():
         assert peaks[120][name] <= 1.1 * small + 40, (name, small, peaks[120][name])
+
+
+def test_secrets_from_the_environment_never_reach_the_run_dir(tmp_path, weights_dir):
+    """Fake credentials planted in the environment appear in no file the run writes."""
+    planted = {"HF_TOKEN": "hf_PlantedFakeToken0123456789", "WANDB_API_KEY": "wandbPlantedFakeKey987"}
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        [
+            "dataset=demo",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            "runtime=debug",
+            "runtime.max_rows=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env=planted,
+    )
+    _ok(proc)
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"manifest.jsonl", "rejects.jsonl", "encode.log", "config.yaml"} <= {p.name for p in files}
+    for path in files:
+        data = path.read_bytes()
+        for secret in planted.values():
+            assert secret.encode() not in data, path
+
+
+def test_a_token_on_the_command_line_is_refused_before_anything_is_written(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(["+hf_token=hf_abc", f"hydra.run.dir={run_dir}"])
+    assert proc.returncode == 2
+    assert "refusing the override `+hf_token=...`" in proc.stderr and "HF_TOKEN" in proc.stderr
+    assert "hf_abc" not in proc.stdout + proc.stderr
+    assert not run_dir.exists()  # Hydra never saved it

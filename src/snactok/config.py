@@ -6,6 +6,7 @@ typo or a wrong type fails at composition with Hydra's own message.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +90,8 @@ class RuntimeConfig:
     autocast: str | None = None
     # TF32 convolutions and matmuls on CUDA. CHANGES TOKENS; off matches fp32 encode.
     tf32: bool = False
-    # null, a run dir, or `auto` (taken up by the reliability work).
+    # null (a new run; its dir must not hold one), a run dir to continue, or `auto`: continue the
+    # run in this job's own dir if there is one with the same fingerprint (Slurm requeues).
     resume: str | None = None
     num_jobs: int = 1
     job_index: int = 0
@@ -160,6 +162,37 @@ OUTPUT_FORMATS = ("jsonl",)
 AUTOCAST_CHOICES = (None, "bf16")
 
 
+# Keys that look like credentials. Hydra saves every override (.hydra/overrides.yaml) and the
+# composed config, and both end up in logs and W&B; secrets come from the environment instead.
+SECRET_KEY_WORDS = ("token", "api_key", "apikey", "password", "secret")
+SECRET_HINT = (
+    "Secrets never go in the config: set HF_TOKEN (or run `hf auth login`) for the Hub and "
+    "WANDB_API_KEY (or run `wandb login`) for W&B."
+)
+
+
+def refuse_secret_overrides(args: list[str]) -> None:
+    """Exit (code 2) before Hydra saves anything when an override looks like a credential."""
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and any(word in key.lstrip("+~").lower() for word in SECRET_KEY_WORDS):
+            print(f"config error: refusing the override `{key}=...`. {SECRET_HINT}", file=sys.stderr)
+            raise SystemExit(2)
+
+
+def _secret_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    found = []
+    for key in keys:
+        full = f"{prefix}.{key}".lstrip(".") if isinstance(cfg, DictConfig) else f"{prefix}[{key}]"
+        if isinstance(key, str) and any(word in key.lower() for word in SECRET_KEY_WORDS):
+            found.append(full)
+        node = cfg._get_node(key)
+        if OmegaConf.is_config(node):
+            found += _secret_keys(node, full)
+    return found
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail with a message naming the key when the config cannot work. No I/O here."""
     missing = missing_keys(cfg)
@@ -191,13 +224,15 @@ def check_config(cfg: DictConfig) -> None:
     _require(out.lines_per_file >= 1, "output.lines_per_file", out.lines_per_file, "an integer >= 1")
     _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
     _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
+    secrets = _secret_keys(cfg)
+    if secrets:
+        raise ConfigError(f"config keys {secrets} look like credentials. {SECRET_HINT}")
     _check_not_yet_built(cfg)
     _check_sources(cfg.dataset)
 
 
 # Keys declared for later work; a value that asks for them fails rather than being ignored.
 NOT_YET_BUILT = {
-    "runtime.resume": (None, "the reliability work"),
     "runtime.num_jobs": (1, "the multi-node work"),
     "dataset.streaming": (False, "the multi-node work"),
     "output.flatten": (None, "the tracking work"),

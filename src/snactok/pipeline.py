@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import queue
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from snactok.codec import RANDOM, Weights, random_weights_dir, resolve_weights, 
 from snactok.config import check_config
 from snactok.devices import resolve_devices
 from snactok.progress import Progress
+from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
 from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, sha256_file, write_shard
 from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
 from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, peak_rss_mb, reader_main
@@ -41,11 +43,20 @@ DEFAULT_BATCH_SAMPLES = {"cpu": 1, "cuda": 2**21}
 
 
 class PipelineError(RuntimeError):
-    """A child process failed; the message carries its traceback or exit code."""
+    """A child process failed, or output could not be written; the run can be resumed."""
+
+
+class Interrupted(Exception):
+    """A signal asked the run to stop (Ctrl-C, Slurm's SIGTERM or SIGUSR2)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Encode the configured dataset into `run_dir/shards`; return the run summary."""
+    """Encode the configured dataset into `run_dir/shards` (or continue the run that
+    `runtime.resume` names); return the run summary."""
     t0 = time.monotonic()
     check_config(cfg)
     conf = OmegaConf.to_container(cfg, resolve=True)
@@ -54,28 +65,56 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     weights = resolve_weights(cfg.codec)
     sources = open_sources(conf["dataset"], rt["max_rows"])
     units = plan_units(sources, out["lines_per_file"])
-    run_dir.mkdir(parents=True, exist_ok=True)
     if weights.kind == RANDOM:
         weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
+    chunking = {"max_chunk_seconds": rt["max_chunk_seconds"]}
+    header = _header(conf, weights, sources, devices, chunking)
+    target = resume_target(rt["resume"], run_dir)
+    if target != run_dir:
+        log.info("continuing the run in %s (this command's own dir keeps only its log)", target)
+    target.mkdir(parents=True, exist_ok=True)
+    prior = open_run_dir(target, rt["resume"], header["fingerprint"], units)
     log.info(
-        "devices %s | weights %s | %d source(s), %d rows, %d unit(s) -> %s",
+        "devices %s | weights %s | %d source(s), %d rows, %d unit(s)%s -> %s",
         devices,
         weights.name,
         len(sources),
         sum(s.num_rows for s in sources),
         len(units),
-        run_dir,
+        f", {len(prior.committed)} already committed" if prior.resumed else "",
+        target,
     )
-    collector = Collector(units, sources, conf, run_dir, weights, t0)
-    collector.manifest.append(_header(conf, weights, sources, devices))
+    collector = Collector(units, sources, conf, target, weights, t0, prior)
     try:
-        _execute(conf, devices, weights, sources, units, collector)
+        if prior.resumed:
+            collector.manifest.append({"type": "resume", "attempt_dir": str(run_dir)} | _host())
+        else:
+            collector.manifest.append(header)
+        if not collector.complete:
+            _execute(conf, devices, weights, sources, units, collector)
         summary = collector.summary()
+    except (PipelineError, Interrupted, KeyboardInterrupt) as err:
+        _log_resumable(err, collector, target, rt["resume"])
+        raise
     finally:
         collector.close()
     if out_local := conf["save"]["local"]:
         _save_local(collector.shard_paths(non_empty=True), Path(out_local))
     return summary
+
+
+def _log_resumable(err: BaseException, collector: Collector, target: Path, resume: str | None) -> None:
+    how = "runtime.resume=auto" if resume == "auto" else f"runtime.resume={target}"
+    what = "interrupted by Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err)
+    log.error(
+        "%s\n%d of %d units are committed in %s and stay as they are; nothing half-done was "
+        "committed. Continue with the same command plus %s",
+        what,
+        len(collector.committed),
+        len(collector.units),
+        target / "shards",
+        how,
+    )
 
 
 def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
@@ -91,7 +130,7 @@ def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
 @dataclass
 class UnitState:
     lines: dict[int, bytes] = field(default_factory=dict)
-    rejected: int = 0
+    rejects: list[dict] = field(default_factory=list)
     audio_seconds: float = 0.0
     tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
 
@@ -107,6 +146,7 @@ class Collector:
         run_dir: Path,
         weights: Weights,
         t0: float,
+        prior: Prior,
     ):
         self.t0 = t0
         self.units = units
@@ -116,12 +156,13 @@ class Collector:
         self.weights = weights
         self.shards_dir = run_dir / "shards"
         self.shards_dir.mkdir(exist_ok=True)
-        self.manifest = JsonlLog(run_dir / "manifest.jsonl")
-        self.rejects = JsonlLog(run_dir / "rejects.jsonl")
-        self.state = {u.index: UnitState() for u in units}
-        self.committed: list[dict] = []
-        self.reasons: Counter[str] = Counter()
-        self.rows_done = 0
+        self.manifest = JsonlLog(run_dir / MANIFEST)
+        self.rejects = JsonlLog(run_dir / REJECTS)
+        self.state = {u.index: UnitState() for u in units if u.index not in prior.committed}
+        self.committed: list[dict] = list(prior.committed.values())
+        self.prior_units = len(self.committed)
+        self.reasons: Counter[str] = Counter(r["reason"] for r in prior.rejects)
+        self.rows_done = 0  # by this attempt
         self.timing: dict[str, float] = {}  # seconds since the run started
         self.peak_rss: dict[str, float] = {}  # process -> MiB
 
@@ -143,23 +184,36 @@ class Collector:
 
     def add_reject(self, unit: int, row: int, row_id: Any, reason: str, detail: str) -> None:
         src = self.sources[self.units[unit].source]
-        self.rejects.append(
-            {"source": src.label, "row": row, "id": row_id, "reason": reason, "detail": detail}
+        self.state[unit].rejects.append(
+            {
+                "source": src.label,
+                "unit": unit,
+                "row": row,
+                "id": row_id,
+                "reason": reason,
+                "detail": detail,
+            }
         )
         self.reasons[reason] += 1
-        self.state[unit].rejected += 1
         self._row_done(unit)
 
     def _row_done(self, unit: int) -> None:
         self.rows_done += 1
         state = self.state[unit]
-        if len(state.lines) + state.rejected == self.units[unit].rows:
+        if len(state.lines) + len(state.rejects) == self.units[unit].rows:
             self._commit(self.units[unit], self.state.pop(unit))
 
     def _commit(self, unit: Unit, state: UnitState) -> None:
+        """Shard (atomic rename), then its rejects, then its manifest record: the unit is done
+        only once the record is there (`snactok.resume` reads it back)."""
         rows = [state.lines[r] for r in sorted(state.lines)]
         path = self.shards_dir / f"{unit.name}{SHARD_SUFFIX}"
-        size, digest = write_shard(path, rows, self.out["gzip_level"], self.out["buffer_size"])
+        try:
+            size, digest = write_shard(path, rows, self.out["gzip_level"], self.out["buffer_size"])
+            for reject in sorted(state.rejects, key=lambda r: r["row"]):
+                self.rejects.append(reject)
+        except OSError as err:
+            raise PipelineError(f"cannot write {path}: {err}") from err
         record = {
             "type": "shard",
             "unit": unit.index,
@@ -169,13 +223,16 @@ class Collector:
             "file": f"shards/{path.name}",
             "rows_read": unit.rows,
             "rows": len(rows),
-            "rejected": state.rejected,
+            "rejected": len(state.rejects),
             "bytes": size,
             "sha256": digest,
             "tokens_per_layer": [state.tokens[i] for i in range(len(self.arch["vq_strides"]))],
             "audio_seconds": round(state.audio_seconds, 3),
         }
-        self.manifest.append(record)
+        try:
+            self.manifest.append(record)
+        except OSError as err:
+            raise PipelineError(f"cannot append to {self.manifest.path}: {err}") from err
         self.committed.append(record)
 
     @property
@@ -186,19 +243,23 @@ class Collector:
         return [self.shards_dir.parent / r["file"] for r in self.committed if r["rows"] or not non_empty]
 
     def summary(self) -> dict[str, Any]:
+        """Totals over every committed unit, this attempt's and earlier ones'; the rate is this
+        attempt's alone."""
         wall = time.monotonic() - self.t0
         written = sum(r["rows"] for r in self.committed)
         audio = sum(r["audio_seconds"] for r in self.committed)
+        audio_now = sum(r["audio_seconds"] for r in self.committed[self.prior_units :])
         summary = {
             "type": "summary",
             "units": len(self.committed),
-            "rows_read": written + sum(self.reasons.values()),
+            "units_resumed": self.prior_units,
+            "rows_read": sum(r["rows_read"] for r in self.committed),
             "rows_written": written,
-            "rows_rejected": sum(self.reasons.values()),
+            "rows_rejected": sum(r["rejected"] for r in self.committed),
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "audio_seconds": round(audio, 3),
             "wall_seconds": round(wall, 3),
-            "audio_seconds_per_second": round(audio / max(wall, 1e-9), 3),
+            "audio_seconds_per_second": round(audio_now / max(wall, 1e-9), 3),
             "random_weights": self.weights.kind == RANDOM,
             "seconds_to": self.timing,
             "peak_rss_mb": {"main": peak_rss_mb(), **dict(sorted(self.peak_rss.items()))},
@@ -233,13 +294,17 @@ def _execute(
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
     work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    # Only end-of-work markers go in from here; a reader killed mid-put must not hang our exit.
+    work.cancel_join_thread()
     budget = Budget(ctx, rt["queue_samples"])
     next_block = ctx.Value("q", 0)
     reader_stats = ctx.Array("d", 2 * num_readers, lock=False)
+    reader_units = ctx.Array("q", [-1] * num_readers, lock=False)
     device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
+    todo = [u for u in units if u.index in collector.state]
     blocks = [
         (u.index, u.source, start, min(start + rt["read_block_rows"], u.stop))
-        for u in units
+        for u in todo
         for start in range(u.start, u.stop, rt["read_block_rows"])
     ]
     cpu_workers = sum(d == "cpu" for d in devices)
@@ -264,7 +329,7 @@ def _execute(
         procs[f"device worker {rank} ({device})"] = ctx.Process(
             target=device_main,
             args=(plan, work, results, budget, stop, device_stats),
-            name=f"snactok-device-{rank}",
+            name=f"snactok-dev-{rank}",
             daemon=True,
         )
     for rank in range(num_readers):
@@ -273,31 +338,24 @@ def _execute(
         )
         procs[f"reader {rank}"] = ctx.Process(
             target=reader_main,
-            args=(plan, next_block, work, results, budget, stop, reader_stats),
-            name=f"snactok-reader-{rank}",
+            args=(plan, next_block, work, results, budget, stop, reader_stats, reader_units),
+            name=f"snactok-read-{rank}",
             daemon=True,
         )
     progress = Progress(
-        sum(u.rows for u in units),
+        sum(u.rows for u in todo),
         num_readers,
         devices,
         rt["progress_interval"],
         [u.name for u in units],
     )
-    with _child_malloc_tunables():
-        for p in procs.values():
-            p.start()
+    watch = Watch(procs, [u.name for u in units], reader_units, device_stats)
     try:
-        _collect(
-            results,
-            work,
-            procs,
-            collector,
-            progress,
-            reader_stats,
-            device_stats,
-            len(devices),
-        )
+        with _stop_on_signals():
+            with _child_malloc_tunables():
+                for p in procs.values():
+                    p.start()
+            _collect(results, work, watch, collector, progress, reader_stats, len(devices))
     finally:
         stop.set()
         progress.close()
@@ -344,34 +402,32 @@ def _child_malloc_tunables() -> Iterator[None]:
 def _collect(
     results: Any,
     work: Any,
-    procs: dict,
+    watch: Watch,
     collector: Collector,
     progress: Progress,
     reader_stats: Any,
-    device_stats: Any,
     num_devices: int,
 ) -> None:
     """Handle children's messages until every row is written or rejected, then stop the workers.
 
     The end is decided by counting rows, not by readers finishing: a reader's last clip can reach
     the work queue after its "done" message reaches us, so a stop signal sent then could overtake it.
+    Children are checked every half second, busy or not, so one that dies stops the run at once.
     """
     workers_done, stopping = 0, False
+    next_check = 0.0
     while workers_done < num_devices:
         if collector.complete and not stopping:
             for _ in range(num_devices):
                 work.put(None)
             stopping = True
-        try:
-            msg = results.get(timeout=0.5)
-        except queue.Empty:
-            _check_alive(procs)
-        else:
-            workers_done += _handle(msg, collector)
-        progress.update(reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()))
-    progress.update(
-        reader_stats, device_stats, collector.rows_done, sum(collector.reasons.values()), force=True
-    )
+        with contextlib.suppress(queue.Empty):
+            workers_done += _handle(results.get(timeout=0.5), collector)
+        if time.monotonic() >= next_check:
+            watch.check()
+            next_check = time.monotonic() + 0.5
+        progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons)
+    progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons, True)
 
 
 def _handle(msg: tuple, collector: Collector) -> int:
@@ -396,52 +452,127 @@ def _handle(msg: tuple, collector: Collector) -> int:
     return int(kind == "worker_done")
 
 
-def _check_alive(procs: dict) -> None:
-    for name, p in procs.items():
-        if p.exitcode not in (None, 0):
-            raise PipelineError(f"{name} died with exit code {p.exitcode}")
+@dataclass
+class Watch:
+    """The children, and what each is working on, to name the one that dies and what it was doing."""
+
+    procs: dict[str, Any]  # display name -> process
+    unit_names: list[str]
+    reader_units: Any  # per reader: the unit it reads, -1 none
+    device_stats: Any  # per device: [clips, audio s, unit of the batch it encodes]
+
+    def check(self) -> None:
+        for name, p in self.procs.items():
+            if p.exitcode not in (None, 0):
+                raise PipelineError(f"{name} (pid {p.pid}) {_death(p.exitcode)} {self._doing(name)}")
+
+    def _doing(self, name: str) -> str:
+        kind, rank = name.split()[:2]  # "reader 3", "device worker 0 (cuda:0)"
+        if kind == "reader":
+            unit = self.reader_units[int(rank)]
+            return f"while reading unit {self._unit(unit)}" if unit >= 0 else "between units"
+        unit = int(self.device_stats[3 * int(name.split()[2]) + 2])
+        return f"while encoding unit {self._unit(unit)}" if unit >= 0 else "before its first batch"
+
+    def _unit(self, index: int) -> str:
+        return self.unit_names[index] if 0 <= index < len(self.unit_names) else str(index)
+
+
+def _death(exitcode: int) -> str:
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    name = signal.Signals(-exitcode).name
+    why = {
+        "SIGKILL": " (the kernel's OOM killer sends this, as does kill -9)",
+        "SIGSEGV": " (a crash in native code)",
+        "SIGBUS": " (a crash in native code, or a full /dev/shm)",
+    }.get(name, "")
+    return f"was killed by {name}{why}"
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGUSR2 (Slurm: pre-emption, time limit) stop the run as Ctrl-C does: the
+    children stop, nothing half-done is committed, and the run can be resumed.
+
+    Children ignore these signals, so this process decides. A handler already installed here
+    (submitit's, which requeues the job) keeps the decision: it is called instead.
+    """
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+            return
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _shutdown(procs: dict) -> None:
+    """Let children leave on the stop event; kill what is still there (they ignore SIGTERM)."""
     deadline = time.monotonic() + JOIN_SECONDS
     for p in procs.values():
         p.join(max(0.0, deadline - time.monotonic()))
     for p in procs.values():
         if p.is_alive():
-            p.terminate()
-            p.join(2)
-        if p.is_alive():
             p.kill()
+            p.join(5)
 
 
-def _header(conf: dict, weights: Weights, sources: list[Source], devices: list[str]) -> dict[str, Any]:
-    packages = (
-        "snactok",
-        "torch",
-        "torchaudio",
-        "snac",
-        "datasets",
-        "numpy",
-        "hydra-core",
-        "soundfile",
-        "av",
-    )
+PACKAGES = (
+    "snactok",
+    "torch",
+    "torchaudio",
+    "snac",
+    "datasets",
+    "numpy",
+    "hydra-core",
+    "soundfile",
+    "av",
+)
+# Versions that can change tokens (kernels, the model code): part of the fingerprint.
+TOKEN_PACKAGES = ("torch", "snac")
+
+
+def _header(
+    conf: dict, weights: Weights, sources: list[Source], devices: list[str], chunking: dict
+) -> dict[str, Any]:
+    packages = {p: _version(p) for p in PACKAGES}
+    weights_info = weights.describe() | {"sha256": sha256_file(Path(weights.path) / "pytorch_model.bin")}
     return {
         "type": "header",
         "schema_version": SCHEMA_VERSION,
         "codec": conf["codec"]["name"],
         "arch": conf["codec"]["arch"],
-        "weights": weights.describe()
-        | {"sha256": sha256_file(Path(weights.path) / "pytorch_model.bin")},
+        "weights": weights_info,
         "random_weights": weights.kind == RANDOM,
         "dataset": conf["dataset"]["name"],
         "sources": [s.describe() for s in sources],
         "devices": devices,
-        "packages": {p: _version(p) for p in packages},
-        "python": platform.python_version(),
+        "chunking": chunking,
+        "packages": packages,
         "git_commit": _git_commit(),
         "config": conf,
-    }
+        "fingerprint": fingerprint(
+            conf,
+            {k: weights_info[k] for k in ("kind", "commit", "sha256")},
+            [s.identity() for s in sources],
+            sorted({d.split(":")[0] for d in devices}),
+            chunking,
+            {p: packages[p] for p in TOKEN_PACKAGES},
+        ),
+    } | _host()
+
+
+def _host() -> dict[str, Any]:
+    return {"host": platform.node(), "pid": os.getpid(), "python": platform.python_version()}
 
 
 def _version(package: str) -> str | None:

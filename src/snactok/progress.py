@@ -18,6 +18,15 @@ def _eta(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _rejected(by_reason: dict[str, int]) -> str:
+    """`rejected 3 (decode_error 2, too_long 1)`."""
+    total = sum(by_reason.values())
+    if not total:
+        return "rejected 0"
+    parts = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()) if n)
+    return f"rejected {total} ({parts})"
+
+
 class Progress:
     """Reads the shared counters of readers ([items, audio s] each) and devices ([items, audio s,
     unit] each) and shows them with the total rows done."""
@@ -57,8 +66,14 @@ class Progress:
         )
 
     def update(
-        self, reader_stats: Any, device_stats: Any, done: int, rejected: int, force: bool = False
+        self,
+        reader_stats: Any,
+        device_stats: Any,
+        done: int,
+        rejected: dict[str, int],
+        force: bool = False,
     ) -> None:
+        """`rejected` counts rejected rows by reason code."""
         now = time.monotonic()
         if not force and now - self._last < (0.5 if self.tty else self.interval):
             return
@@ -75,19 +90,24 @@ class Progress:
             for i, d in enumerate(self.devices)
         )
         log.info(
-            "rows %d/%d (%.0f%%) | %.1f audio s/s | %.1f rows/s | rejected %d | ETA %s | %s",
+            "rows %d/%d (%.0f%%) | %.1f audio s/s | %.1f rows/s | %s | ETA %s | %s",
             done,
             self.total,
             100 * done / max(self.total, 1),
             audio / elapsed,
             rate,
-            rejected,
+            _rejected(rejected),
             _eta(eta),
             per_device,
         )
 
     def _draw(
-        self, reader_stats: Any, device_stats: Any, done: int, rejected: int, elapsed: float
+        self,
+        reader_stats: Any,
+        device_stats: Any,
+        done: int,
+        rejected: dict[str, int],
+        elapsed: float,
     ) -> None:
         for r in range(self.readers):
             bar = self._bars[r]
@@ -105,7 +125,7 @@ class Progress:
             bar.refresh()
         total = self._bars[-1]
         total.n = done
-        total.set_postfix_str(f"rejected {rejected}", refresh=False)
+        total.set_postfix_str(_rejected(rejected), refresh=False)
         total.refresh()
 
     def close(self) -> None:

@@ -44,17 +44,27 @@ def format_row(
 
 
 def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: int) -> tuple[int, str]:
-    """Write `lines` to `path` atomically; return (bytes, sha256) of the file."""
+    """Write `lines` to `path` atomically; return (bytes, sha256) of the file.
+
+    On any error (a full disk, a read-only dir) the temporary file goes and the error is raised:
+    no shard ever exists half-written under its final name.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb", buffering=buffer_size) as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=gzip_level, mtime=0) as gz:
-            for line in lines:
-                gz.write(line)
-        raw.flush()
-        os.fsync(raw.fileno())
-    digest = sha256_file(tmp)
-    size = tmp.stat().st_size
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb", buffering=buffer_size) as raw:
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, compresslevel=gzip_level, mtime=0
+            ) as gz:
+                for line in lines:
+                    gz.write(line)
+            raw.flush()
+            os.fsync(raw.fileno())
+        digest = sha256_file(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
     return size, digest
 

@@ -6,6 +6,7 @@ A unit is a fixed range of `lines_per_file` input rows of one source and becomes
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Source:
     id_column: str | None  # None: local folders use the file path, Hub sets the row index
     constants: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None
+    commit: str | None = None  # the Hub commit `revision` resolved to
+    origin: dict[str, Any] = field(default_factory=dict)  # the source's config
 
     def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
         """Rows [start, stop) as dicts with keys audio, text, speaker, id."""
@@ -67,7 +70,33 @@ class Source:
         ]
 
     def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "rows": self.num_rows, "revision": self.revision}
+        return {
+            "label": self.label,
+            "rows": self.num_rows,
+            "revision": self.revision,
+            "commit": self.commit,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this source's rows and their bytes, for a run's fingerprint.
+
+        A Hub source is pinned by its commit; a local one by its path and a hash of its row ids
+        (file names), so an added, removed or renamed file shows.
+        """
+        ids = hashlib.sha256()
+        if self.id_column:
+            column = self.data.select_columns([self.id_column])[: self.num_rows][self.id_column]
+            for rid in column:
+                ids.update(f"{rid}\n".encode())
+        # The commit stands for the revision it came from; without one, the revision's name.
+        origin = {k: v for k, v in self.origin.items() if k != "revision" or self.commit is None}
+        return {
+            **origin,
+            "path": str(_resolve_path(origin["path"])) if origin.get("path") else None,
+            "commit": self.commit,
+            "rows": self.num_rows,
+            "ids_sha256": ids.hexdigest() if self.id_column else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,8 +137,10 @@ def plan_units(sources: list[Source], lines_per_file: int) -> list[Unit]:
 
 
 def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
+    commit = None
     if src["hub"]:
         data, revision = _load_hub(src), src["revision"]
+        commit = hub_dataset_commit(src["hub"], revision)
         label_name = src["hub"].split("/")[-1]
     else:
         data, revision = _load_path(src), None
@@ -140,7 +171,26 @@ def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
         id_column=columns["id_column"],
         constants=dict(src["add_constant"]),
         revision=revision,
+        commit=commit,
+        origin=dict(src),
     )
+
+
+def hub_dataset_commit(repo: str, revision: str | None) -> str | None:
+    """The commit SHA a Hub dataset revision points at: asked of the Hub, else read from the local
+    cache (where `load_dataset` recorded it), else None (the fingerprint then keeps the name)."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import HfApi, constants
+
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return HfApi().dataset_info(repo, revision=revision).sha
+        except Exception as err:  # offline, auth: fall back to the cache
+            log.debug("cannot ask the Hub for %s@%s: %s", repo, revision, err)
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}" / "refs"
+    ref = ref / (revision or "main")
+    return ref.read_text().strip() if ref.is_file() else None
 
 
 def _load_hub(src: Any) -> datasets.Dataset:

@@ -8,9 +8,12 @@ batch does exactly the math of encoding every clip alone.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import queue
 import resource
+import signal
 import time
 import traceback
 from collections import defaultdict
@@ -90,9 +93,20 @@ class ReaderPlan:
 
 
 def reader_main(
-    plan: ReaderPlan, next_block: Any, work: Any, results: Any, budget: Budget, stop: Any, stats: Any
+    plan: ReaderPlan,
+    next_block: Any,
+    work: Any,
+    results: Any,
+    budget: Budget,
+    stop: Any,
+    stats: Any,
+    doing: Any,
 ) -> None:
-    """Decode rows block by block; send clips to the workers and rejects to the main process."""
+    """Decode rows block by block; send clips to the workers and rejects to the main process.
+
+    `doing[rank]` holds the unit being read (-1: none), so the main process can say what a reader
+    that died was doing.
+    """
     _child_setup()
     try:
         resample = Resampler(plan.sample_rate)
@@ -103,6 +117,7 @@ def reader_main(
             if k >= len(plan.blocks):
                 break
             unit, src_index, start, stop_row = plan.blocks[k]
+            doing[plan.rank] = unit
             source = plan.sources[src_index]
             for offset, row in enumerate(source.rows(start, stop_row)):
                 clip = _read_row(row, unit, start + offset, plan, resample, results)
@@ -113,6 +128,7 @@ def reader_main(
                 work.put(clip)
                 stats[2 * plan.rank] += 1
                 stats[2 * plan.rank + 1] += clip.meta["duration"]
+        doing[plan.rank] = -1
         results.put(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
         # Queued tensors are shared by file descriptor, served by this process: stay alive until
         # the main process has everything.
@@ -270,6 +286,7 @@ class DeviceLoop:
         return self.encoder.device.type == "cuda"
 
     def submit(self, clips: list[Clip], length: int) -> None:
+        self.stats[3 * self.plan.rank + 2] = clips[0].unit  # shown in progress, named if we die
         batch = self.encoder.staging(len(clips), length)
         for i, clip in enumerate(clips):
             batch[i, : clip.samples] = clip.wave
@@ -309,7 +326,6 @@ class DeviceLoop:
         if encoded:
             self.stats[3 * rank] += len(clips)
             self.stats[3 * rank + 1] += sum(c.meta["duration"] for c in clips)
-            self.stats[3 * rank + 2] = clips[-1].unit
         self.budget.release(sum(c.samples for c in clips))
 
 
@@ -333,11 +349,41 @@ def peak_rss_mb() -> float:
 
 
 def _child_setup() -> None:
+    _leave_signals_to_the_main_process()
+    _die_with_the_main_process()
     # Readers and CPU workers share few cores; the parent sets threads for device workers.
     torch.set_num_threads(1)
     # Resampling and CPU encoding then give the same bits in every process, whatever its threads.
     use_thread_invariant_cpu_kernels()
     _raise_open_file_limit()
+
+
+# Ctrl-C (SIGINT to the whole terminal group), Slurm's SIGTERM to every process of the job, and
+# SIGUSR2 before a time limit: the main process decides what they mean, stops the children and
+# commits nothing half-done. A child that reacted on its own would die mid-message.
+LEFT_TO_MAIN = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
+
+
+def _leave_signals_to_the_main_process() -> None:
+    for sig in LEFT_TO_MAIN:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _die_with_the_main_process() -> None:
+    """A SIGKILLed main process takes its children with it: no orphan keeps a GPU or a core.
+
+    Linux's parent-death signal; the name (`ps`, `top`, /proc/PID/comm) says which child is which.
+    """
+    parent = multiprocessing.parent_process()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_NAME, multiprocessing.current_process().name.encode()[:15])
+    except (OSError, AttributeError):  # not Linux: the main process kills children on its way out
+        return
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _raise_open_file_limit() -> None:
