@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import compose_cfg, run_cli
+from snac import SNAC
 
 from snactok.audio import Resampler
 from snactok.codec import arch_dict, calibration_audio, pad_multiple, padded_length, token_lengths
@@ -189,6 +191,14 @@ def test_broken_and_awkward_files_are_each_written_or_rejected_once(corpus, weig
     assert rows["long.flac"]["duration"] == LONG_SECONDS
     assert rows["long.flac"]["token_lengths"] == [469, 938, 1876]
     assert rows["stereo_48k.wav"]["duration"] == 0.75
+    # 40 s is over the 30 s chunk: its stitched tokens must be the whole clip's.
+    assert read_jsonl(run_dir / "manifest.jsonl")[0]["chunking"]["chunk_samples"] < 960000
+    model = SNAC.from_pretrained(str(weights_dir("snac_24khz")))
+    audio, rate = sf.read(corpus / "long.flac", dtype="float32", always_2d=True)
+    with torch.inference_mode():
+        whole = model.encode(Resampler(CODEC_RATE)(audio, rate).view(1, 1, -1))
+    for i, layer in enumerate(whole, 1):
+        np.testing.assert_array_equal(rows["long.flac"][f"snac_layer_{i}"], layer[0].numpy())
 
 
 def test_length_limits_reject_too_long_and_too_short_after_the_other_checks(

@@ -160,3 +160,29 @@ def test_a_credential_in_a_config_file_is_refused():
     cfg = compose_cfg(["+dataset.sources.0.add_constant.api_key=abc"])
     with pytest.raises(ConfigError, match=r"dataset.sources\[0\].add_constant.api_key.*WANDB_API_KEY"):
         check_config(cfg)
+
+
+def test_an_unknown_codec_lists_the_choices():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg(["codec=snac_48khz"])
+    message = str(info.value)
+    assert "snac_48khz" in message
+    assert all(codec in message for codec in CODECS), message
+
+
+def test_config_errors_stop_the_run_before_anything_is_written(tmp_path):
+    """Each names its key; the run dir is never created, so no process can have started."""
+    base = ["runtime=debug", "codec.weights=random"]
+    cases = {
+        "output.lines_per_file=0": r"output\.lines_per_file=0 is not valid; expected an integer >= 1",
+        f"dataset.path={tmp_path / 'nowhere'}": r"dataset source path .*nowhere.* does not exist",
+        "runtime.max_chunk_seconds=0.5": r"runtime\.max_chunk_seconds=0\.5 is too short for "
+        r"snac_24khz.*>= 0\.6",
+    }
+    for override, message in cases.items():
+        cfg = compose_cfg(
+            [*base, "dataset=local_folder", f"dataset.path={ROOT / 'data' / 'demo'}", override]
+        )
+        with pytest.raises(ConfigError, match=message):
+            run(cfg, tmp_path / "run")
+        assert not (tmp_path / "run").exists()

@@ -89,7 +89,9 @@ def test_demo_tokens_equal_single_clip_encode_of_the_decoded_audio(demo_run, wei
 
 
 def test_one_eager_worker_with_batches_writes_byte_identical_shards(demo_run, weights_dir, tmp_path):
-    """Worker count, threads, compile and batch size all leave the shards' bytes alone."""
+    """Worker count, threads, compile, batch size and chunking all leave the shards' bytes alone.
+
+    1 s chunks cut every demo clip (2-4 s) into 2-5 overlapping parts."""
     proc = run_cli(
         [
             "dataset=demo",
@@ -98,11 +100,14 @@ def test_one_eager_worker_with_batches_writes_byte_identical_shards(demo_run, we
             "runtime.num_readers=1",
             "runtime.compile=false",
             "runtime.batch_samples=262144",
+            "runtime.max_chunk_seconds=1",
             "output.lines_per_file=16",
             f"hydra.run.dir={tmp_path}",
         ]
     )
     _ok(proc)
+    chunking = read_jsonl(tmp_path / "manifest.jsonl")[0]["chunking"]
+    assert chunking["chunk_samples"] == 22528 and chunking["overlap_samples"] == 6144
     two, one = _shards(demo_run), _shards(tmp_path)
     assert [p.name for p in one] == [p.name for p in two]
     for a, b in zip(one, two, strict=True):

@@ -66,15 +66,16 @@ def test_compile_failure_falls_back_to_eager_with_the_same_tokens(weights_dir, t
     import torch._inductor.config as inductor_config
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # nothing cached
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     torch._dynamo.reset()
     arch = _arch()
     path = str(weights_dir("snac_24khz"))
     eager = BatchEncoder(load_model(Weights("local", path, path), arch), torch.device("cpu"), arch)
-    broken = BatchEncoder(
-        load_model(Weights("local", path, path), arch), torch.device("cpu"), arch, compile=True
-    )
-    broken.warm_up()
+    # inductor's own patch, undone on exit (monkeypatch left the option hidden for later tests)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        broken = BatchEncoder(
+            load_model(Weights("local", path, path), arch), torch.device("cpu"), arch, compile=True
+        )
+        broken.warm_up()
     assert broken.compiled is False and broken.fallback
     batch = eager.staging(1, 4 * 2048)
     batch[0] = calibration_audio(24000, seconds=2.0).reshape(-1)[: 4 * 2048]
@@ -90,10 +91,10 @@ class _SmallDevice(BatchEncoder):
 
     fits = 2
 
-    def submit(self, batch):
+    def latents(self, batch):
         if len(batch) > self.fits:
             raise torch.OutOfMemoryError(f"CUDA out of memory: {len(batch)} clips")
-        return super().submit(batch)
+        return super().latents(batch)
 
 
 class _Sink(list):
@@ -206,3 +207,36 @@ def test_bf16_autocast_changes_some_tokens_but_keeps_the_shape(weights_dir):
     want, got = fp32.encode(batch), bf16.encode(batch.clone())
     assert got.shape == want.shape and got.dtype == want.dtype
     assert 0.05 < (got == want).mean() < 1.0
+
+
+def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_dir):
+    """Parts batched 3 at a time do not fit; one at a time they do, with the whole clip's tokens.
+    With no room at all the clip is rejected and its budget released."""
+    arch = _arch()
+    path = str(weights_dir("snac_24khz"))
+    weights = Weights("local", path, path)
+    speech = calibration_audio(24000, seconds=8.0).reshape(-1)[:60000]
+    reference = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
+    whole = reference.staging(1, 61440)
+    whole[0, :60000] = speech
+    expected = reference.encode(whole)[0]
+    for fits, outcome in ((1, "batch"), (0, "reject")):
+        encoder = _SmallDevice(load_model(weights, arch), torch.device("cpu"), arch)
+        encoder.fits = fits
+        clip = Clip(1, 5, {"id": "long.wav", "duration": 2.5}, speech)
+        ctx = mp.get_context("spawn")
+        budget = Budget(ctx, 10**9)
+        budget.acquire(clip.samples, ctx.Event())
+        plan = DevicePlan(
+            0, "cpu", weights, arch, 0, 3 * 22528, 10**9, 1, chunk_samples=22528, overlap_samples=6144
+        )
+        results = _Sink()
+        loop = DeviceLoop(plan, encoder, results, budget, [0.0] * 3)
+        loop.encode_long(clip)
+        (message,) = results
+        assert message[0] == outcome and budget.held == 0
+        if outcome == "batch":
+            assert message[2][0][:2] == (1, 5) and message[4] == 61440
+            np.testing.assert_array_equal(message[3][0], expected)
+        else:
+            assert message[1:5] == (1, 5, "long.wav", "out_of_memory")

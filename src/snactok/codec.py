@@ -321,7 +321,6 @@ class BatchEncoder:
     def encode(self, batch: torch.Tensor) -> np.ndarray:
         return self.submit(batch).result()
 
-    @torch.inference_mode()
     def submit(self, batch: torch.Tensor) -> Pending:
         """(B, L) float32 host tensor, L a multiple of the pad -> pending (B, tokens) int16.
 
@@ -330,20 +329,39 @@ class BatchEncoder:
         flips near-tied codes; per clip it is the exact math of single-clip `SNAC.encode`, and it
         costs little next to the encoder.
         """
-        if batch.shape[-1] % self.multiple:
-            raise ValueError(f"batch length {batch.shape[-1]} is not a multiple of {self.multiple}")
-        with torch.cuda.stream(self.stream) if self.stream else contextlib.nullcontext():
-            x = batch.to(self.device, non_blocking=True).unsqueeze(1)
-            z = self._encoder(x)
-            rows = [torch.cat(self.model.quantizer(z[i : i + 1])[1], dim=1) for i in range(len(z))]
-            flat = torch.cat(rows).to(torch.int16)  # codebook_size 4096 < 2**15
-            if self.stream is None:
-                return Pending(flat)
+        flat = self.quantize_on_device(self.latents(batch))
+        if self.stream is None:
+            return Pending(flat)
+        with self._on_stream(), torch.inference_mode():
             host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
             host.copy_(flat, non_blocking=True)  # the one device-to-host copy of the batch
             done = torch.cuda.Event()
             done.record(self.stream)
-            return Pending(host, done)
+        return Pending(host, done)
+
+    @torch.inference_mode()
+    def latents(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, L) host tensor -> the encoder's (B, D, L / hop) frames, on the device."""
+        if batch.shape[-1] % self.multiple:
+            raise ValueError(f"batch length {batch.shape[-1]} is not a multiple of {self.multiple}")
+        with self._on_stream():
+            return self._encoder(batch.to(self.device, non_blocking=True).unsqueeze(1))
+
+    @torch.inference_mode()
+    def quantize_on_device(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D, T) frames -> (B, tokens) int16 codes, layers concatenated, on the device."""
+        with self._on_stream():
+            rows = [torch.cat(self.model.quantizer(z[i : i + 1])[1], dim=1) for i in range(len(z))]
+            return torch.cat(rows).to(torch.int16)  # codebook_size 4096 < 2**15
+
+    def quantize(self, z: torch.Tensor) -> np.ndarray:
+        """(B, D, T) frames -> (B, tokens) int16 codes on the host; waits for the device."""
+        flat = self.quantize_on_device(z)
+        with self._on_stream():
+            return flat.cpu().numpy()
+
+    def _on_stream(self) -> Any:
+        return torch.cuda.stream(self.stream) if self.stream else contextlib.nullcontext()
 
     def _encoder(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled:

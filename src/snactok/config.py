@@ -95,8 +95,9 @@ class RuntimeConfig:
     resume: str | None = None
     num_jobs: int = 1
     job_index: int = 0
-    # Seconds; longer clips are encoded in overlapping chunks (reliability work).
-    max_chunk_seconds: float = 30.0
+    # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
+    # chunks whose stitched tokens equal a whole-clip encode. null = never chunk.
+    max_chunk_seconds: float | None = 30.0
     # Seconds; longer clips are rejected as too_long. null = no limit.
     max_duration: float | None = None
     # Samples at the source rate; shorter clips are rejected as too_short.

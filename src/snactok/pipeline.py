@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import queue
@@ -26,8 +27,16 @@ import numpy as np
 import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
-from snactok.codec import RANDOM, Weights, random_weights_dir, resolve_weights, token_lengths
-from snactok.config import check_config
+from snactok.chunks import overlap_for, receptive_field
+from snactok.codec import (
+    RANDOM,
+    Weights,
+    pad_multiple,
+    random_weights_dir,
+    resolve_weights,
+    token_lengths,
+)
+from snactok.config import ConfigError, check_config
 from snactok.devices import resolve_devices
 from snactok.progress import Progress
 from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
@@ -67,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     units = plan_units(sources, out["lines_per_file"])
     if weights.kind == RANDOM:
         weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
-    chunking = {"max_chunk_seconds": rt["max_chunk_seconds"]}
+    chunking = plan_chunking(conf["codec"], rt["max_chunk_seconds"], Path(rt["cache_dir"]))
     header = _header(conf, weights, sources, devices, chunking)
     target = resume_target(rt["resume"], run_dir)
     if target != run_dir:
@@ -91,7 +100,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         else:
             collector.manifest.append(header)
         if not collector.complete:
-            _execute(conf, devices, weights, sources, units, collector)
+            _execute(conf, devices, weights, sources, units, collector, chunking)
         summary = collector.summary()
     except (PipelineError, Interrupted, KeyboardInterrupt) as err:
         _log_resumable(err, collector, target, rt["resume"])
@@ -101,6 +110,28 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if out_local := conf["save"]["local"]:
         _save_local(collector.shard_paths(non_empty=True), Path(out_local))
     return summary
+
+
+def plan_chunking(codec: dict, max_chunk_seconds: float | None, cache_dir: Path) -> dict[str, Any]:
+    """Chunk and overlap sizes for long clips, from the encoder's measured receptive field.
+
+    A chunk (overlaps included) holds at most `max_chunk_seconds` of audio, rounded down to the
+    pad unit, and at least one pad unit more than its two overlaps.
+    """
+    arch = codec["arch"]
+    if max_chunk_seconds is None:
+        return {"chunk_samples": None, "overlap_samples": 0}
+    rf = receptive_field(arch, cache_dir.expanduser() / "receptive_field")
+    overlap, unit = overlap_for(arch, rf), pad_multiple(arch)
+    chunk = int(max_chunk_seconds * arch["sampling_rate"]) // unit * unit
+    if chunk < 2 * overlap + unit:
+        shortest = (2 * overlap + unit) / arch["sampling_rate"]
+        raise ConfigError(
+            f"runtime.max_chunk_seconds={max_chunk_seconds} is too short for {codec['name']}: a chunk "
+            f"needs {overlap} samples of context on each side plus one pad unit of {unit}; use "
+            f"runtime.max_chunk_seconds >= {math.ceil(shortest * 100) / 100} (or null: never chunk)"
+        )
+    return {"chunk_samples": chunk, "overlap_samples": overlap, "receptive_field": list(rf)}
 
 
 def _log_resumable(err: BaseException, collector: Collector, target: Path, resume: str | None) -> None:
@@ -288,6 +319,7 @@ def _execute(
     sources: list[Source],
     units: list[Unit],
     collector: Collector,
+    chunking: dict[str, Any],
 ) -> None:
     rt, codec = conf["runtime"], conf["codec"]
     num_readers = rt["num_readers"] or default_readers(devices, os.cpu_count() or 1)
@@ -325,6 +357,8 @@ def _execute(
             cache_dir=rt["cache_dir"],
             autocast=rt["autocast"],
             tf32=rt["tf32"],
+            chunk_samples=chunking["chunk_samples"],
+            overlap_samples=chunking["overlap_samples"],
         )
         procs[f"device worker {rank} ({device})"] = ctx.Process(
             target=device_main,

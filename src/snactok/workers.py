@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from snactok.audio import Rejected, Resampler, check_audio, decode
+from snactok.chunks import encode_in_parts, plan_parts
 from snactok.codec import (
     BatchEncoder,
     Pending,
@@ -180,6 +181,8 @@ class DevicePlan:
     cache_dir: str | None = None  # inductor/ under it keeps compiled kernels across runs
     autocast: str | None = None
     tf32: bool = False
+    chunk_samples: int | None = None  # longer clips go in overlapping parts; None: never
+    overlap_samples: int = 0  # context each side of a part's kept span (snactok.chunks)
 
 
 def device_main(
@@ -219,6 +222,10 @@ class DeviceLoop:
     pool_samples, the fullest bucket goes, so no clip waits for company that never comes. An
     out-of-memory error halves the batch and retries; a single clip that does not fit is rejected
     as out_of_memory. No clip is lost either way.
+
+    A clip longer than chunk_samples is encoded on arrival in overlapping parts
+    (`snactok.chunks`), interior parts batched together; its tokens equal a whole-clip encode and
+    go back as one row.
     """
 
     def __init__(
@@ -249,13 +256,46 @@ class DeviceLoop:
                     self.flush(length)
                 self.drain()
                 return
-            length = padded_length(clip.samples, self.multiple)
-            self.buckets[length].append(clip)
-            self.held += clip.samples
-            if length * len(self.buckets[length]) >= self.batch_samples:
-                self.flush(length)
-            elif self.held >= self.plan.pool_samples:
-                self.flush(_fullest(self.buckets))
+            chunk = self.plan.chunk_samples
+            if chunk is not None and padded_length(clip.samples, self.multiple) > chunk:
+                self.encode_long(clip)
+            else:
+                self.add(clip)
+
+    def add(self, clip: Clip) -> None:
+        length = padded_length(clip.samples, self.multiple)
+        self.buckets[length].append(clip)
+        self.held += clip.samples
+        if length * len(self.buckets[length]) >= self.batch_samples:
+            self.flush(length)
+        elif self.held >= self.plan.pool_samples:
+            self.flush(_fullest(self.buckets))
+
+    def encode_long(self, clip: Clip) -> None:
+        """Encode a clip longer than one chunk in overlapping parts, now; out of memory retries
+        one part at a time, then rejects the clip."""
+        self.drain()
+        parts = plan_parts(
+            clip.samples, self.multiple, self.plan.chunk_samples, self.plan.overlap_samples
+        )
+        per_batch = max(1, self.batch_samples // parts[0].length)
+        self.stats[3 * self.plan.rank + 2] = clip.unit
+        while True:
+            try:
+                codes = encode_in_parts(self.encoder, clip.wave, parts, per_batch)
+                break
+            except torch.OutOfMemoryError as err:
+                if self.device_is_cuda:
+                    torch.cuda.empty_cache()
+                if per_batch == 1:
+                    detail = f"{len(parts)} parts of {parts[0].length} samples do not fit: {err}"
+                    self.reject(clip, "out_of_memory", detail[:500])
+                    return
+                per_batch = 1
+        key = (clip.unit, clip.row, clip.meta)
+        self.results.put(("batch", self.plan.rank, [key], codes[None], parts[-1].stop))
+        self._done([clip])
+        self.report_fallback()
 
     def flush(self, length: int) -> None:
         clips = self.buckets.pop(length)
