@@ -34,7 +34,7 @@ demo: setup
 
 # Every test, slow ones included (CI runs this). No network: HF_HUB_OFFLINE=1.
 test: setup
-	HF_HUB_OFFLINE=1 $(PYTEST)
+	HF_HUB_OFFLINE=1 $(PYTEST) --durations=15
 
 # The inner loop: skips tests that spawn encode.py runs.
 test-fast: setup
