@@ -1,8 +1,9 @@
-"""Output: rows as JSON lines, shards committed atomically, and the run's manifest and rejects.
+"""Output: each unit's rows as gzip JSON lines and/or Parquet, committed atomically; manifest, rejects.
 
-A shard is written under a temporary name, flushed, fsynced and renamed, and its directory is
-fsynced, so a shard that exists is whole. Gzip headers carry no time and no name, and rows are
-sorted by input index, so the same rows give the same bytes whatever the readers and devices.
+Every file is written under a temporary name, flushed, fsynced and renamed, and its directory is
+fsynced, so a file that exists is whole. Gzip headers carry no time and no name, Parquet files no
+time either, and rows are sorted by input index, so the same rows give the same bytes whatever the
+readers and devices (for Parquet: with the same pyarrow, whose version is in each file's footer).
 """
 
 from __future__ import annotations
@@ -11,13 +12,66 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from snactok import orpheus
 
 SCHEMA_VERSION = 1
 SHARD_SUFFIX = ".jsonl.gz"
+PARQUET_SUFFIX = ".parquet"
+# output.format -> the file suffixes of a unit, the first one named by the manifest's `file`.
+FORMAT_SUFFIXES = {
+    "jsonl": (SHARD_SUFFIX,),
+    "parquet": (PARQUET_SUFFIX,),
+    "both": (SHARD_SUFFIX, PARQUET_SUFFIX),
+}
+# Row groups hold at most this many bytes of uncompressed Arrow data, as datasets' push_to_hub
+# writes them (datasets.config.MAX_ROW_GROUP_SIZE, "100MB"). The Hub's dataset viewer refuses to
+# scan more than 300 MB at once, and datasets streams and reshards a Parquet file one row group at
+# a time, so a row group bounds both. By bytes, not rows: a row is a few KB of tokens for a sentence
+# but a megabyte or more for an hour-long clip. With ~3 KB rows a 50,000-row unit is 2 groups.
+ROW_GROUP_BYTES = 100_000_000
+# Fixed writer options, so the bytes depend only on the rows and the pyarrow version. The page
+# index lets the viewer and streaming filters read single pages instead of whole row groups (the
+# Hub's "optimized Parquet"). Content-defined chunking, its other half, is left off: it helps Xet
+# deduplicate files that are edited and uploaded again, and these are written once.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": True,  # 4096 codes: dictionary pages and 12-bit indices
+    "write_statistics": True,
+    "write_page_index": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One encoded row, held until its unit commits: 2 bytes per token, formatted only then."""
+
+    meta: dict[str, Any]  # id, text, speaker, duration
+    codes: np.ndarray  # int16, the layers concatenated
+    lengths: tuple[int, ...]  # tokens per layer
+
+    def layers(self) -> list[np.ndarray]:
+        bounds = np.cumsum(self.lengths)[:-1]
+        return np.split(self.codes, bounds)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What one source's rows carry besides their tokens; the same for all its units."""
+
+    num_layers: int
+    constants: dict[str, Any] = field(default_factory=dict)
+    with_speaker: bool = False
+    id_is_int: bool = False  # Parquet type of `id`: int64 (row indices, int id columns) or string
+    flatten: str | None = None  # None or "orpheus": also a `codes` column
 
 
 def format_row(
@@ -26,8 +80,10 @@ def format_row(
     lengths: list[int],
     constants: dict[str, Any],
     with_speaker: bool,
+    flatten: str | None = None,
 ) -> bytes:
-    """One output line in the original pipeline's schema, plus `id` and `duration`."""
+    """One output line in the original pipeline's schema, plus `id` and `duration` (and `codes`
+    with output.flatten=orpheus)."""
     row: dict[str, Any] = {"text": meta["text"]}
     start = 0
     for i, n in enumerate(lengths, 1):
@@ -40,11 +96,124 @@ def format_row(
     row.update(constants)
     row["id"] = meta["id"]
     row["duration"] = meta["duration"]
+    if flatten == "orpheus":
+        row["codes"] = orpheus.flatten(np.split(codes, np.cumsum(lengths)[:-1])).tolist()
     return (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
 
+def write_unit(
+    directory: Path, name: str, rows: list[Row], columns: Columns, out: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Write a unit's rows in each format output.format asks for, one file each; return
+    [{file, bytes, sha256}], `file` relative to the run dir, in FORMAT_SUFFIXES order."""
+    files = []
+    for suffix in FORMAT_SUFFIXES[out["format"]]:
+        path = directory / f"{name}{suffix}"
+        if suffix == SHARD_SUFFIX:
+            lines = [
+                format_row(
+                    r.meta, r.codes, r.lengths, columns.constants, columns.with_speaker, columns.flatten
+                )
+                for r in rows
+            ]
+            size, digest = write_shard(path, lines, out["gzip_level"], out["buffer_size"])
+        else:
+            size, digest = write_parquet(path, rows, columns, out["buffer_size"])
+        files.append({"file": f"{directory.name}/{path.name}", "bytes": size, "sha256": digest})
+    return files
+
+
+def parquet_schema(columns: Columns) -> pa.Schema:
+    """The JSONL row's columns in its order; token layers as list<int16> (codes < 4096)."""
+    fields = [pa.field("text", pa.string())]
+    fields += [
+        pa.field(f"snac_layer_{i}", pa.list_(pa.int16())) for i in range(1, columns.num_layers + 1)
+    ]
+    fields += [pa.field("num_layers", pa.int64()), pa.field("token_lengths", pa.list_(pa.int64()))]
+    if columns.with_speaker:
+        fields.append(pa.field("speaker", pa.string()))
+    fields += [pa.field(k, pa.scalar(v).type) for k, v in columns.constants.items()]
+    fields.append(pa.field("id", pa.int64() if columns.id_is_int else pa.string()))
+    fields.append(pa.field("duration", pa.float64()))
+    if columns.flatten == "orpheus":
+        fields.append(pa.field("codes", pa.list_(pa.int32())))
+    return pa.schema(fields)
+
+
+def parquet_table(rows: list[Row], columns: Columns) -> pa.Table:
+    schema = parquet_schema(columns)
+    n = len(rows)
+    layers = [r.layers() for r in rows]
+    data: dict[str, pa.Array] = {"text": pa.array([r.meta["text"] for r in rows], pa.string())}
+    for i in range(columns.num_layers):
+        data[f"snac_layer_{i + 1}"] = _list_array([ls[i] for ls in layers], pa.int16())
+    data["num_layers"] = pa.array([len(r.lengths) for r in rows], pa.int64())
+    data["token_lengths"] = pa.array([list(r.lengths) for r in rows], pa.list_(pa.int64()))
+    if columns.with_speaker:
+        data["speaker"] = pa.array([r.meta["speaker"] for r in rows], pa.string())
+    for key, value in columns.constants.items():
+        data[key] = pa.array([value] * n, schema.field(key).type)
+    data["id"] = pa.array([r.meta["id"] for r in rows], schema.field("id").type)
+    data["duration"] = pa.array([r.meta["duration"] for r in rows], pa.float64())
+    if columns.flatten == "orpheus":
+        data["codes"] = _list_array([orpheus.flatten(ls) for ls in layers], pa.int32())
+    return pa.Table.from_arrays(list(data.values()), schema=schema)
+
+
+def _list_array(values: list[np.ndarray], item: pa.DataType) -> pa.ListArray:
+    """One list per row, built from one concatenated buffer (no Python ints)."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    flat = np.concatenate(values) if values else np.zeros(0, item.to_pandas_dtype())
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, item))
+
+
+def row_groups(rows: list[Row], columns: Columns, limit: int = ROW_GROUP_BYTES) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of at most `limit` uncompressed bytes each (a bigger row alone)."""
+    per_token = 2 + (4 if columns.flatten == "orpheus" else 0)  # int16 layers (+ int32 codes)
+    groups, start, size = [], 0, 0
+    for i, r in enumerate(rows):
+        row_bytes = per_token * r.codes.size + len(r.meta["text"].encode()) + 64
+        if size and size + row_bytes > limit:
+            groups.append((start, i))
+            start, size = i, 0
+        size += row_bytes
+    if start < len(rows):
+        groups.append((start, len(rows)))
+    return groups
+
+
+def write_parquet(
+    path: Path,
+    rows: list[Row],
+    columns: Columns,
+    buffer_size: int,
+    row_group_bytes: int = ROW_GROUP_BYTES,
+) -> tuple[int, str]:
+    """Write `rows` to `path` as Parquet, atomically; return (bytes, sha256) of the file."""
+    table = parquet_table(rows, columns)
+
+    def write(raw: BinaryIO) -> None:
+        with pq.ParquetWriter(raw, table.schema, **PARQUET_OPTIONS) as writer:
+            for start, stop in row_groups(rows, columns, row_group_bytes):
+                writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+
+    return _write_atomic(path, buffer_size, write)
+
+
 def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: int) -> tuple[int, str]:
-    """Write `lines` to `path` atomically; return (bytes, sha256) of the file.
+    """Write `lines` to `path` as gzip, atomically; return (bytes, sha256) of the file."""
+
+    def write(raw: BinaryIO) -> None:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=gzip_level, mtime=0) as gz:
+            for line in lines:
+                gz.write(line)
+
+    return _write_atomic(path, buffer_size, write)
+
+
+def _write_atomic(path: Path, buffer_size: int, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
+    """`write` into a temporary file, fsync it, rename it to `path`; return (bytes, sha256).
 
     On any error (a full disk, a read-only dir) the temporary file goes and the error is raised:
     no shard ever exists half-written under its final name.
@@ -52,11 +221,7 @@ def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: in
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb", buffering=buffer_size) as raw:
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=gzip_level, mtime=0
-            ) as gz:
-                for line in lines:
-                    gz.write(line)
+            write(raw)
             raw.flush()
             os.fsync(raw.fileno())
         digest = sha256_file(tmp)
