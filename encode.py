@@ -17,6 +17,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from snactok import ConfigError, register_configs
@@ -28,9 +29,12 @@ log = logging.getLogger("encode")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep = Path(hydra_cfg.sweep.dir)
+    group = f"sweep-{sweep.parent.name}-{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
-        run(cfg, run_dir)
+        run(cfg, run_dir, group)
     except ConfigError as err:
         log.error("config error: %s", err)
         sys.exit(2)

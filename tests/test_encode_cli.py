@@ -6,6 +6,9 @@ temporary HF hub cache, so the Hub code path runs offline exactly as on a comput
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -218,7 +221,8 @@ def test_local_folder_counts_a_bad_file_goes_on_and_saves_to_disk(tmp_path, weig
 
 
 def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
-    """`-m dataset=demo,demo_music codec=snac_24khz,snac_32khz`: four runs, four output dirs.
+    """`-m dataset=demo,demo_music codec=snac_24khz,snac_32khz`: four runs, four output dirs, four
+    offline W&B runs in one group, and a summary table of the runs in the sweep dir.
 
     `codec.weights=random` keeps each job's weights matched to its codec."""
     proc = run_cli(
@@ -229,13 +233,14 @@ def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
             "codec.weights=random",
             "runtime=debug",
             "runtime.max_rows=2",
+            "wandb.mode=offline",
             f"hydra.sweep.dir={tmp_path}",
         ]
     )
     _ok(proc)
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
-    seen = set()
+    seen, groups = set(), set()
     for job in jobs:
         header = read_jsonl(job / "manifest.jsonl")[0]
         seen.add((header["dataset"], header["codec"]))
@@ -243,7 +248,28 @@ def test_multirun_sweep_writes_one_dir_per_job(tmp_path, weights_dir):
         (shard,) = _shards(job)
         rows = read_shard(shard)
         assert len(rows) == 2 and rows[0]["num_layers"] == (3 if header["codec"] == "snac_24khz" else 4)
+        (wandb_log,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        groups.add(_wandb_group(wandb_log))
     assert seen == {(d, c) for d in ("demo", "demo_music") for c in ("snac_24khz", "snac_32khz")}
+    assert groups == {f"sweep-{tmp_path.parent.name}-{tmp_path.name}"}
+    table = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert [(r["job"], r["rows"], r["rejected"], r["finished"]) for r in table] == [
+        (str(i), 2, 0, True) for i in range(4)
+    ]
+    assert {(r["dataset"], r["codec"]) for r in table} == seen
+    assert all(r["hours"] > 0 and r["real_time_factor"] > 0 for r in table)
+    assert "| job | dataset | codec | rows | hours | rejected | real_time_factor |" in proc.stdout
+
+
+def _wandb_group(log: Path) -> str:
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("wandb")), "leet", "inspect", "--json", str(log)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (run,) = [json.loads(line)["run"] for line in out.splitlines() if '"type":"run"' in line]
+    return run["run_group"]
 
 
 def test_peak_memory_does_not_grow_with_the_number_of_clips(tmp_path, weights_dir):
@@ -292,13 +318,16 @@ def test_secrets_from_the_environment_never_reach_the_run_dir(tmp_path, weights_
             f"codec.weights={weights_dir('snac_24khz')}",
             "runtime=debug",
             "runtime.max_rows=2",
+            "wandb.mode=offline",  # so W&B's files are grepped too
             f"hydra.run.dir={run_dir}",
         ],
         env=planted,
     )
     _ok(proc)
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert {"manifest.jsonl", "rejects.jsonl", "encode.log", "config.yaml"} <= {p.name for p in files}
+    names = {p.name for p in files}
+    assert {"manifest.jsonl", "rejects.jsonl", "encode.log", "config.yaml", "metrics.jsonl"} <= names
+    assert any(name.endswith(".wandb") for name in names)
     for path in files:
         data = path.read_bytes()
         for secret in planted.values():

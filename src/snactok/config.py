@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from snactok import orpheus
+
 
 class ConfigError(ValueError):
     """A config value that cannot work; raised before any process starts."""
@@ -115,13 +117,15 @@ class RuntimeConfig:
 
 @dataclass
 class OutputConfig:
-    # jsonl (parquet arrives with the tracking work).
+    # jsonl (gzip JSON lines, the original schema), parquet (same columns, layers list<int16>), or
+    # both: one file per format per unit.
     format: str = "jsonl"
     lines_per_file: int = 50000
     gzip_level: int = 1
     # Bytes of write buffer per shard file.
     buffer_size: int = 16 * 2**20
-    flatten: bool | None = None
+    # null, or orpheus: add `codes`, Orpheus TTS's 7 tokens per frame (int32; snac_24khz only).
+    flatten: str | None = None
 
 
 @dataclass
@@ -134,6 +138,8 @@ class SaveConfig:
 
 @dataclass
 class WandbConfig:
+    # null: online with an API key (WANDB_API_KEY or `wandb login`), else offline. Or online,
+    # offline, disabled. metrics.jsonl in the run dir is written either way.
     mode: str | None = None
     project: str = "snactok"
     entity: str | None = None
@@ -148,6 +154,8 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     save: SaveConfig = field(default_factory=SaveConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # At the end of a run, write report/ (plots, decoded audio) as scripts/inspect_run.py does.
+    report: bool = False
 
 
 def register_configs() -> None:
@@ -159,8 +167,10 @@ def register_configs() -> None:
     cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)
 
 
-OUTPUT_FORMATS = ("jsonl",)
+OUTPUT_FORMATS = ("jsonl", "parquet", "both")
+FLATTEN_CHOICES = (None, "orpheus")
 AUTOCAST_CHOICES = (None, "bf16")
+WANDB_MODES = (None, "online", "offline", "disabled")
 
 
 # Keys that look like credentials. Hydra saves every override (.hydra/overrides.yaml) and the
@@ -222,13 +232,23 @@ def check_config(cfg: DictConfig) -> None:
     _require(rt.num_jobs >= 1, "runtime.num_jobs", rt.num_jobs, "an integer >= 1")
     _require(0 <= rt.job_index < rt.num_jobs, "runtime.job_index", rt.job_index, f"0..{rt.num_jobs - 1}")
     _require(out.format in OUTPUT_FORMATS, "output.format", out.format, list(OUTPUT_FORMATS))
+    _require(out.flatten in FLATTEN_CHOICES, "output.flatten", out.flatten, list(FLATTEN_CHOICES))
     _require(out.lines_per_file >= 1, "output.lines_per_file", out.lines_per_file, "an integer >= 1")
     _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
     _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
+    _require(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode, list(WANDB_MODES))
+    repo = cfg.save.hub_repo
+    _require(
+        repo is None or (repo.count("/") == 1 and all(repo.split("/"))),
+        "save.hub_repo",
+        repo,
+        "null or a Hub dataset id `namespace/name`",
+    )
     secrets = _secret_keys(cfg)
     if secrets:
         raise ConfigError(f"config keys {secrets} look like credentials. {SECRET_HINT}")
     _check_not_yet_built(cfg)
+    _check_flatten(cfg)
     _check_sources(cfg.dataset)
 
 
@@ -236,8 +256,6 @@ def check_config(cfg: DictConfig) -> None:
 NOT_YET_BUILT = {
     "runtime.num_jobs": (1, "the multi-node work"),
     "dataset.streaming": (False, "the multi-node work"),
-    "output.flatten": (None, "the tracking work"),
-    "save.hub_repo": (None, "the tracking work (publishing)"),
 }
 
 
@@ -249,6 +267,19 @@ def _check_not_yet_built(cfg: DictConfig) -> None:
                 f"{key}={value!r} is declared but not built yet (it arrives with {where}); "
                 f"leave it at {default!r}"
             )
+
+
+def _check_flatten(cfg: DictConfig) -> None:
+    """Orpheus's order needs snac_24khz's layout: 3 layers, vq_strides [4, 2, 1], 4096 codes."""
+    arch = cfg.codec.arch
+    layout = (tuple(arch.vq_strides), arch.codebook_size)
+    if cfg.output.flatten == "orpheus" and layout != (orpheus.VQ_STRIDES, orpheus.CODEBOOK_SIZE):
+        raise ConfigError(
+            f"output.flatten=orpheus works with snac_24khz only (3 layers, vq_strides "
+            f"{list(orpheus.VQ_STRIDES)}, codebook_size {orpheus.CODEBOOK_SIZE}); codec "
+            f"{cfg.codec.name!r} has vq_strides {list(arch.vq_strides)} and codebook_size "
+            f"{arch.codebook_size}. Use codec=snac_24khz, or output.flatten=null"
+        )
 
 
 def missing_keys(cfg: Any, prefix: str = "") -> list[str]:

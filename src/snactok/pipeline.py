@@ -40,8 +40,18 @@ from snactok.config import ConfigError, check_config
 from snactok.devices import resolve_devices
 from snactok.progress import Progress
 from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
-from snactok.shards import SCHEMA_VERSION, SHARD_SUFFIX, JsonlLog, format_row, sha256_file, write_shard
+from snactok.shards import (
+    FORMAT_SUFFIXES,
+    SCHEMA_VERSION,
+    SHARD_SUFFIX,
+    Columns,
+    JsonlLog,
+    Row,
+    sha256_file,
+    write_unit,
+)
 from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
+from snactok.tracking import Tracker
 from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, peak_rss_mb, reader_main
 
 log = logging.getLogger(__name__)
@@ -63,12 +73,13 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, Any]:
     """Encode the configured dataset into `run_dir/shards` (or continue the run that
-    `runtime.resume` names); return the run summary."""
+    `runtime.resume` names); return the run summary. `group` names the sweep, for W&B."""
     t0 = time.monotonic()
     check_config(cfg)
     conf = OmegaConf.to_container(cfg, resolve=True)
+    _check_hub_token(conf["save"]["hub_repo"])
     rt, out = conf["runtime"], conf["output"]
     devices = resolve_devices(rt["devices"])
     weights = resolve_weights(cfg.codec)
@@ -94,22 +105,68 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         target,
     )
     collector = Collector(units, sources, conf, target, weights, t0, prior)
+    tracker = Tracker(conf, target, group, rt["progress_interval"])
+    summary = None
     try:
         if prior.resumed:
             collector.manifest.append({"type": "resume", "attempt_dir": str(run_dir)} | _host())
         else:
             collector.manifest.append(header)
         if not collector.complete:
-            _execute(conf, devices, weights, sources, units, collector, chunking)
+            _execute(conf, devices, weights, sources, units, collector, chunking, tracker)
         summary = collector.summary()
+        if conf["report"]:
+            _report(target, tracker)
     except (PipelineError, Interrupted, KeyboardInterrupt) as err:
         _log_resumable(err, collector, target, rt["resume"])
         raise
     finally:
         collector.close()
+        tracker.finish(summary, collector.committed)
     if out_local := conf["save"]["local"]:
         _save_local(collector.shard_paths(non_empty=True), Path(out_local))
+    if repo := conf["save"]["hub_repo"]:
+        _publish(target, repo, conf["save"]["private"])
     return summary
+
+
+def _check_hub_token(repo: str | None) -> None:
+    """Publishing needs a token: find out now, not after hours of encoding."""
+    if repo is None:
+        return
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        raise ConfigError(
+            f"save.hub_repo={repo!r} needs a Hub token: set HF_TOKEN or run `hf auth login`"
+        )
+
+
+def _report(run_dir: Path, tracker: Tracker) -> None:
+    """report=true: plots and decoded audio in run_dir/report (and W&B); a failure is logged only."""
+    from snactok.report import write_report
+
+    try:
+        files = write_report(run_dir, wandb_run=tracker.wandb)
+        log.info("report: %d files in %s", len(files), run_dir / "report")
+    except Exception as err:  # the shards are done; a plot must not fail the run
+        log.warning(
+            "report failed (%s: %s); run scripts/inspect_run.py %s", type(err).__name__, err, run_dir
+        )
+
+
+def _publish(run_dir: Path, repo: str, private: bool) -> None:
+    from snactok.publish import publish
+
+    try:
+        url = publish(run_dir, repo, private=private)
+    except Exception as err:
+        raise PipelineError(
+            f"publishing to {repo} failed ({type(err).__name__}: {err}). The run in {run_dir} is "
+            f"complete; retry with python scripts/publish.py {run_dir} --repo {repo}"
+            + ("" if private else " --public")
+        ) from err
+    log.info("published %s to %s", run_dir, url)
 
 
 def plan_chunking(codec: dict, max_chunk_seconds: float | None, cache_dir: Path) -> dict[str, Any]:
@@ -160,7 +217,7 @@ def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
 
 @dataclass
 class UnitState:
-    lines: dict[int, bytes] = field(default_factory=dict)
+    rows: dict[int, Row] = field(default_factory=dict)  # input row -> tokens, formatted at commit
     rejects: list[dict] = field(default_factory=list)
     audio_seconds: float = 0.0
     tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
@@ -184,6 +241,7 @@ class Collector:
         self.sources = sources
         self.arch = conf["codec"]["arch"]
         self.out = conf["output"]
+        self.columns = [self._columns(src) for src in sources]
         self.weights = weights
         self.shards_dir = run_dir / "shards"
         self.shards_dir.mkdir(exist_ok=True)
@@ -197,18 +255,28 @@ class Collector:
         self.timing: dict[str, float] = {}  # seconds since the run started
         self.peak_rss: dict[str, float] = {}  # process -> MiB
 
+    def _columns(self, src: Source) -> Columns:
+        # ids are row indices without an id column, else its values (non-int ones as strings)
+        feature = src.data.features.get(src.id_column) if src.id_column else None
+        id_dtype = str(getattr(feature, "dtype", "")) if src.id_column else "int"
+        return Columns(
+            num_layers=len(self.arch["vq_strides"]),
+            constants=src.constants,
+            with_speaker=bool(src.speaker_column),
+            id_is_int=id_dtype.startswith(("int", "uint")),
+            flatten=self.out["flatten"],
+        )
+
     def elapsed(self) -> float:
         return round(time.monotonic() - self.t0, 3)
 
     def add_batch(self, keys: list, codes: np.ndarray, length: int) -> None:
         self.timing.setdefault("first_tokens", self.elapsed())
-        lengths = token_lengths(length, self.arch)
+        lengths = tuple(token_lengths(length, self.arch))
         for (unit, row, meta), row_codes in zip(keys, codes, strict=True):
-            src = self.sources[self.units[unit].source]
             state = self.state[unit]
-            state.lines[row] = format_row(
-                meta, row_codes, lengths, src.constants, bool(src.speaker_column)
-            )
+            # a copy, so the batch's array can go once each row has its own
+            state.rows[row] = Row(meta, np.array(row_codes, dtype=np.int16), lengths)
             state.audio_seconds += meta["duration"]
             state.tokens.update(dict(enumerate(lengths)))
             self._row_done(unit)
@@ -231,32 +299,35 @@ class Collector:
     def _row_done(self, unit: int) -> None:
         self.rows_done += 1
         state = self.state[unit]
-        if len(state.lines) + len(state.rejects) == self.units[unit].rows:
+        if len(state.rows) + len(state.rejects) == self.units[unit].rows:
             self._commit(self.units[unit], self.state.pop(unit))
 
     def _commit(self, unit: Unit, state: UnitState) -> None:
-        """Shard (atomic rename), then its rejects, then its manifest record: the unit is done
-        only once the record is there (`snactok.resume` reads it back)."""
-        rows = [state.lines[r] for r in sorted(state.lines)]
-        path = self.shards_dir / f"{unit.name}{SHARD_SUFFIX}"
+        """Shards (one per format, each an atomic rename), then its rejects, then its manifest
+        record: the unit is done only once the record is there (`snactok.resume` reads it back)."""
+        rows = [state.rows[r] for r in sorted(state.rows)]
         try:
-            size, digest = write_shard(path, rows, self.out["gzip_level"], self.out["buffer_size"])
+            files = write_unit(self.shards_dir, unit.name, rows, self.columns[unit.source], self.out)
             for reject in sorted(state.rejects, key=lambda r: r["row"]):
                 self.rejects.append(reject)
         except OSError as err:
-            raise PipelineError(f"cannot write {path}: {err}") from err
+            suffixes = FORMAT_SUFFIXES[self.out["format"]]
+            names = " and ".join(str(self.shards_dir / f"{unit.name}{s}") for s in suffixes)
+            raise PipelineError(f"cannot write {names}: {err}") from err
+        # `file`, `bytes` and `sha256` name the first format's file (as before `files` existed)
         record = {
             "type": "shard",
             "unit": unit.index,
             "source": self.sources[unit.source].label,
             "start": unit.start,
             "stop": unit.stop,
-            "file": f"shards/{path.name}",
+            "file": files[0]["file"],
             "rows_read": unit.rows,
             "rows": len(rows),
             "rejected": len(state.rejects),
-            "bytes": size,
-            "sha256": digest,
+            "bytes": files[0]["bytes"],
+            "sha256": files[0]["sha256"],
+            "files": files,
             "tokens_per_layer": [state.tokens[i] for i in range(len(self.arch["vq_strides"]))],
             "audio_seconds": round(state.audio_seconds, 3),
         }
@@ -271,7 +342,13 @@ class Collector:
         return not self.state
 
     def shard_paths(self, non_empty: bool = False) -> list[Path]:
-        return [self.shards_dir.parent / r["file"] for r in self.committed if r["rows"] or not non_empty]
+        """Every committed file, all formats (records from before `files` name one)."""
+        return [
+            self.shards_dir.parent / f["file"]
+            for r in self.committed
+            if r["rows"] or not non_empty
+            for f in r.get("files", [r])
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Totals over every committed unit, this attempt's and earlier ones'; the rate is this
@@ -320,6 +397,7 @@ def _execute(
     units: list[Unit],
     collector: Collector,
     chunking: dict[str, Any],
+    tracker: Tracker,
 ) -> None:
     rt, codec = conf["runtime"], conf["codec"]
     num_readers = rt["num_readers"] or default_readers(devices, os.cpu_count() or 1)
@@ -389,7 +467,7 @@ def _execute(
             with _child_malloc_tunables():
                 for p in procs.values():
                     p.start()
-            _collect(results, work, watch, collector, progress, reader_stats, len(devices))
+            _collect(results, work, watch, collector, progress, tracker, budget, reader_stats)
     finally:
         stop.set()
         progress.close()
@@ -439,8 +517,9 @@ def _collect(
     watch: Watch,
     collector: Collector,
     progress: Progress,
+    tracker: Tracker,
+    budget: Budget,
     reader_stats: Any,
-    num_devices: int,
 ) -> None:
     """Handle children's messages until every row is written or rejected, then stop the workers.
 
@@ -448,9 +527,11 @@ def _collect(
     the work queue after its "done" message reaches us, so a stop signal sent then could overtake it.
     Children are checked every half second, busy or not, so one that dies stops the run at once.
     """
+    num_devices = len(watch.device_stats) // 3
+    total_rows = progress.total
     workers_done, stopping = 0, False
     next_check = 0.0
-    while workers_done < num_devices:
+    while True:
         if collector.complete and not stopping:
             for _ in range(num_devices):
                 work.put(None)
@@ -460,8 +541,12 @@ def _collect(
         if time.monotonic() >= next_check:
             watch.check()
             next_check = time.monotonic() + 0.5
-        progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons)
-    progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons, True)
+        done = workers_done == num_devices
+        progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons, done)
+        fill = budget.held / budget.capacity
+        tracker.tick(collector, reader_stats, watch.device_stats, fill, total_rows, force=done)
+        if done:
+            return
 
 
 def _handle(msg: tuple, collector: Collector) -> int:
@@ -570,9 +655,15 @@ PACKAGES = (
     "hydra-core",
     "soundfile",
     "av",
+    "pyarrow",
 )
 # Versions that can change tokens (kernels, the model code): part of the fingerprint.
 TOKEN_PACKAGES = ("torch", "snac")
+
+
+def _byte_packages(output_format: str) -> tuple[str, ...]:
+    """Packages whose version changes the shards' bytes: pyarrow writes the Parquet files."""
+    return TOKEN_PACKAGES + (("pyarrow",) if output_format != "jsonl" else ())
 
 
 def _header(
@@ -600,7 +691,7 @@ def _header(
             [s.identity() for s in sources],
             sorted({d.split(":")[0] for d in devices}),
             chunking,
-            {p: packages[p] for p in TOKEN_PACKAGES},
+            {p: packages[p] for p in _byte_packages(conf["output"]["format"])},
         ),
     } | _host()
 
@@ -631,9 +722,12 @@ def _git_commit() -> str | None:
 
 
 def _save_local(shards: list[Path], target: Path) -> None:
-    """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk."""
+    """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk,
+    read from the JSONL shards, or from the Parquet ones when there are none (output.format)."""
     import datasets
 
-    data = datasets.load_dataset("json", data_files=[str(p) for p in shards], split="train")
+    jsonl = [p for p in shards if p.name.endswith(SHARD_SUFFIX)]
+    kind, files = ("json", jsonl) if jsonl else ("parquet", shards)
+    data = datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train")
     data.save_to_disk(str(target))
     log.info("saved %d rows with save_to_disk to %s", len(data), target)

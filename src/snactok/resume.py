@@ -20,7 +20,7 @@ from snactok.shards import SCHEMA_VERSION, fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
-MANIFEST, REJECTS, SHARDS = "manifest.jsonl", "rejects.jsonl", "shards"
+MANIFEST, REJECTS, METRICS, SHARDS = "manifest.jsonl", "rejects.jsonl", "metrics.jsonl", "shards"
 
 
 def fingerprint(
@@ -130,22 +130,28 @@ def open_run_dir(run_dir: Path, resume: str | None, expected: dict[str, Any], un
     for index, record in committed.items():
         _check_shard(run_dir, record, units[index].name)
     rejects = repair_jsonl(run_dir / REJECTS, keep=lambda r: r.get("unit") in committed)
+    repair_jsonl(run_dir / METRICS)  # appended to by this attempt too
     _remove_temporary(run_dir / SHARDS)
     return Prior(committed=committed, rejects=rejects, resumed=True)
 
 
 def _check_shard(run_dir: Path, record: dict, unit_name: str) -> None:
-    path = run_dir / record["file"]
+    for entry in record.get("files", [record]):  # one per output format; older records name one
+        _check_file(run_dir, entry, record["unit"], unit_name)
+
+
+def _check_file(run_dir: Path, entry: dict, unit: int, unit_name: str) -> None:
+    path = run_dir / entry["file"]
     problem = None
-    if not Path(record["file"]).name.startswith(unit_name):
-        problem = f"is recorded for unit {record['unit']} ({unit_name})"
+    if not Path(entry["file"]).name.startswith(unit_name):
+        problem = f"is recorded for unit {unit} ({unit_name})"
     elif not path.is_file():
         problem = "is missing"
-    elif path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+    elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
         problem = "has changed since it was committed"
     if problem:
         raise ConfigError(
-            f"cannot resume {run_dir}: shard {record['file']} {problem}. The run dir was modified "
+            f"cannot resume {run_dir}: shard {entry['file']} {problem}. The run dir was modified "
             "after the crash; restore it or start a new run."
         )
 
