@@ -106,18 +106,7 @@ def test_a_wandb_that_cannot_start_never_stops_the_encoding(tmp_path, weights_di
     home = tmp_path / "home"  # no ~/.netrc, no wandb settings
     home.mkdir()
     env = {"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "", "WANDB_DIR": str(tmp_path)}
-    proc = run_cli(
-        [
-            "dataset=demo",
-            f"codec.weights={weights_dir('snac_24khz')}",
-            "runtime=debug",
-            "runtime.max_rows=2",
-            "wandb.mode=online",
-            f"hydra.run.dir={run_dir}",
-        ],
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run(run_dir, weights_dir("snac_24khz"), "runtime.max_rows=2", "wandb.mode=online", env=env)
     assert "W&B did not start" in (run_dir / "encode.log").read_text()
     assert read_jsonl(run_dir / "manifest.jsonl")[-1]["rows_written"] == 2
     assert any(m["type"] == "metrics" for m in read_jsonl(run_dir / "metrics.jsonl"))

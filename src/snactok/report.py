@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from snactok.audio import Rejected, Resampler, decode
 from snactok.codec import fold_weight_norm
 from snactok.shards import SHARD_SUFFIX, read_jsonl, read_shard, sha256_file
-from snactok.sources import REPO_ROOT
+from snactok.sources import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -382,20 +382,12 @@ def find_original(label: str | None, row_id: Any, header: dict[str, Any]) -> Pat
     # The fingerprint holds the path as the run resolved it, from the run's working dir.
     resolved = header.get("fingerprint", {}).get("dataset.sources", [])
     at_run = resolved[index].get("path") if index < len(resolved) else None
-    roots = [Path(p) for p in (at_run, _resolve_path(src["path"])) if p]
+    roots = [Path(p) for p in (at_run, resolve_path(src["path"])) if p]
     for root in roots:
         for candidate in (root / str(src["split"]) / str(row_id), root / str(row_id)):
             if candidate.is_file():
                 return candidate
     return f"no file {row_id!r} under {sorted({str(r) for r in roots})}"
-
-
-def _resolve_path(path: str) -> Path:
-    """As the run resolved it: the working dir first, then the repo root."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    return REPO_ROOT / p
 
 
 def decode_samples(

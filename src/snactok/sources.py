@@ -92,7 +92,7 @@ class Source:
         origin = {k: v for k, v in self.origin.items() if k != "revision" or self.commit is None}
         return {
             **origin,
-            "path": str(_resolve_path(origin["path"])) if origin.get("path") else None,
+            "path": str(resolve_path(origin["path"])) if origin.get("path") else None,
             "commit": self.commit,
             "rows": self.num_rows,
             "ids_sha256": ids.hexdigest() if self.id_column else None,
@@ -144,7 +144,7 @@ def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
         label_name = src["hub"].split("/")[-1]
     else:
         data, revision = _load_path(src), None
-        label_name = _resolve_path(src["path"]).name
+        label_name = resolve_path(src["path"]).name
     # Local folders are identified by the file's path relative to the folder.
     local_id = "file_name" if src["path"] and "file_name" in data.column_names else None
     columns = {
@@ -217,7 +217,7 @@ def _script_hint(name: str) -> str:
     )
 
 
-def _resolve_path(path: str) -> Path:
+def resolve_path(path: str) -> Path:
     """Relative paths: the working dir first, then the repo root (so bundled data works anywhere)."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
@@ -227,7 +227,7 @@ def _resolve_path(path: str) -> Path:
 
 
 def _load_path(src: Any) -> datasets.Dataset:
-    root = _resolve_path(src["path"])
+    root = resolve_path(src["path"])
     if not root.exists():
         raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {root})")
     if root.is_dir() and (root / f"{root.name}.py").exists():
