@@ -204,6 +204,11 @@ def _secret_keys(cfg: Any, prefix: str = "") -> list[str]:
     return found
 
 
+def is_repo_id(repo: str) -> bool:
+    """`namespace/name`: a Hub dataset id must name its namespace (upload_folder won't add it)."""
+    return repo.count("/") == 1 and all(repo.split("/"))
+
+
 def check_config(cfg: DictConfig) -> None:
     """Fail with a message naming the key when the config cannot work. No I/O here."""
     missing = missing_keys(cfg)
@@ -239,7 +244,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode, list(WANDB_MODES))
     repo = cfg.save.hub_repo
     _require(
-        repo is None or (repo.count("/") == 1 and all(repo.split("/"))),
+        repo is None or is_repo_id(repo),
         "save.hub_repo",
         repo,
         "null or a Hub dataset id `namespace/name`",

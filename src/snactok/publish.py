@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCardData, HfApi
 
 from snactok import orpheus
+from snactok.config import is_repo_id
 from snactok.resume import MANIFEST, REJECTS, SHARDS
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def publish(
 
 def check_repo_id(repo_id: str) -> None:
     """A Hub dataset id names its namespace: upload_folder does not fill it in."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not is_repo_id(repo_id):
         raise PublishError(f"repo id {repo_id!r} is not `namespace/name`, e.g. me/librispeech-snac")
 
 
