@@ -33,6 +33,10 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = Path(hydra_cfg.sweep.dir)
     group = f"sweep-{sweep.parent.name}-{sweep.name}" if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if "submitit" in str(hydra_cfg.launcher.get("_target_", "")) and cfg.runtime.resume is None:
+        # Slurm requeues a pre-empted or timed-out job with the same command: continue its dir.
+        log.info("runtime.resume=auto (a submitit job continues its own dir when requeued)")
+        cfg.runtime.resume = "auto"
     try:
         run(cfg, run_dir, group)
     except ConfigError as err:

@@ -129,3 +129,36 @@ def demo_run(tmp_path_factory, weights_dir):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
+
+
+def run_rows(run_dir: Path) -> list[dict]:
+    """Every row of a run dir's JSONL shards, in unit order (the dataset's global order)."""
+    import json
+
+    from snactok.shards import read_shard
+
+    records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
+    shards = sorted((r for r in records if r["type"] == "shard"), key=lambda r: r["unit"])
+    return [row for r in shards for row in read_shard(run_dir / r["file"])]
+
+
+# A run split over jobs: 24 demo rows in 8 units of 3; one CPU thread per job, as two jobs share
+# this machine's 2 cores (more threads than cores slows each job ~10x).
+SPLIT_ARGS = [
+    "runtime=debug",
+    "runtime.max_rows=24",
+    "output.lines_per_file=3",
+    "runtime.cpu_threads=1",
+    "wandb.mode=disabled",
+]
+
+
+@pytest.fixture(scope="session")
+def split_reference(tmp_path_factory, weights_dir):
+    """SPLIT_ARGS as one job on one node: what every split run must reproduce row for row."""
+    run_dir = tmp_path_factory.mktemp("split_reference")
+    proc = run_cli(
+        [*SPLIT_ARGS, f"codec.weights={weights_dir('snac_24khz')}", f"hydra.run.dir={run_dir}"]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir

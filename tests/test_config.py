@@ -110,15 +110,17 @@ def test_speed_options_compose_and_pass_the_checks():
 
 
 @pytest.mark.parametrize(
-    "override",
+    ("overrides", "message"),
     [
-        "runtime.num_jobs=2",
-        "dataset.streaming=true",
+        (["runtime.num_jobs=0"], r"runtime.num_jobs=0 is not valid; expected an integer >= 1"),
+        (["runtime.num_jobs=4", "runtime.job_index=4"], r"runtime.job_index=4 .* expected 0..3"),
+        (["runtime.job_index=-1"], r"runtime.job_index=-1 .* expected 0..0"),
+        (["dataset.reshard=true"], r"dataset.reshard=True .* unless dataset.streaming=true"),
     ],
 )
-def test_declared_but_unbuilt_options_fail_instead_of_being_ignored(override):
-    with pytest.raises(ConfigError, match=r"declared but not built yet"):
-        check_config(compose_cfg([override]))
+def test_job_split_and_streaming_keys_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_cfg(overrides))
 
 
 def test_sources_must_carry_the_same_constant_keys():

@@ -15,7 +15,6 @@ from conftest import compose_cfg, run_cli
 
 from snactok import orpheus, shards
 from snactok.config import ConfigError, check_config
-from snactok.pipeline import _save_local
 from snactok.resume import _check_shard
 from snactok.shards import (
     Columns,
@@ -25,6 +24,7 @@ from snactok.shards import (
     read_jsonl,
     read_shard,
     row_groups,
+    save_local,
     sha256_file,
     write_parquet,
     write_shard,
@@ -180,7 +180,7 @@ def test_save_local_reads_parquet_when_there_is_no_jsonl(tmp_path):
     write_unit(tmp_path / "shards", "u-00000", rows[:4], ORPHEUS, out)
     write_unit(tmp_path / "shards", "u-00001", rows[4:], ORPHEUS, out)
     paths = sorted((tmp_path / "shards").iterdir())
-    _save_local(paths, tmp_path / "saved")
+    save_local(paths, tmp_path / "saved")
     saved = datasets.load_from_disk(str(tmp_path / "saved"))
     assert saved.to_list() == shards.parquet_table(rows, ORPHEUS).to_pylist()
     assert saved.features["snac_layer_3"] == datasets.List(datasets.Value("int16"))

@@ -66,7 +66,10 @@ class SourceConfig:
 class DatasetConfig:
     name: str = MISSING
     sources: list[SourceConfig] = field(default_factory=list)
+    # Read sources as IterableDatasets (no full download); the units become their input shards.
     streaming: bool = False
+    # With streaming: split Parquet files into one input shard (unit) per row group.
+    reshard: bool = False
     # A folder for sources to interpolate (`local_folder` leaves it ???); the others set null.
     # MISSING here, because Hydra's merge lets a YAML `???` keep a schema default.
     path: str | None = MISSING
@@ -95,8 +98,13 @@ class RuntimeConfig:
     # null (a new run; its dir must not hold one), a run dir to continue, or `auto`: continue the
     # run in this job's own dir if there is one with the same fingerprint (Slurm requeues).
     resume: str | None = None
+    # Split one dataset across jobs (Slurm nodes): job `job_index` of `num_jobs` encodes every
+    # num_jobs-th unit from unit `job_index` on; scripts/merge.py checks and joins the jobs' output.
     num_jobs: int = 1
     job_index: int = 0
+    # Print the plan (units, rows, hours, output bytes, ETA) from metadata and a sample of rows;
+    # encode nothing.
+    plan: bool = False
     # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
     # chunks whose stitched tokens equal a whole-clip encode. null = never chunk.
     max_chunk_seconds: float | None = 30.0
@@ -252,26 +260,14 @@ def check_config(cfg: DictConfig) -> None:
     secrets = _secret_keys(cfg)
     if secrets:
         raise ConfigError(f"config keys {secrets} look like credentials. {SECRET_HINT}")
-    _check_not_yet_built(cfg)
     _check_flatten(cfg)
     _check_sources(cfg.dataset)
-
-
-# Keys declared for later work; a value that asks for them fails rather than being ignored.
-NOT_YET_BUILT = {
-    "runtime.num_jobs": (1, "the multi-node work"),
-    "dataset.streaming": (False, "the multi-node work"),
-}
-
-
-def _check_not_yet_built(cfg: DictConfig) -> None:
-    for key, (default, where) in NOT_YET_BUILT.items():
-        value = OmegaConf.select(cfg, key)
-        if value != default:
-            raise ConfigError(
-                f"{key}={value!r} is declared but not built yet (it arrives with {where}); "
-                f"leave it at {default!r}"
-            )
+    _require(
+        cfg.dataset.streaming or not cfg.dataset.reshard,
+        "dataset.reshard",
+        cfg.dataset.reshard,
+        "false unless dataset.streaming=true (it splits streamed Parquet files by row group)",
+    )
 
 
 def _check_flatten(cfg: DictConfig) -> None:

@@ -42,15 +42,16 @@ from snactok.progress import Progress
 from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
 from snactok.shards import (
     FORMAT_SUFFIXES,
+    PARQUET_SUFFIX,
     SCHEMA_VERSION,
-    SHARD_SUFFIX,
     Columns,
     JsonlLog,
     Row,
+    save_local,
     sha256_file,
     write_unit,
 )
-from snactok.sources import REPO_ROOT, Source, Unit, open_sources, plan_units
+from snactok.sources import REPO_ROOT, Source, Unit, job_units, open_sources, plan_units
 from snactok.tracking import Tracker
 from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, peak_rss_mb, reader_main
 
@@ -82,29 +83,36 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     _check_hub_token(conf["save"]["hub_repo"])
     rt, out = conf["runtime"], conf["output"]
     devices = resolve_devices(rt["devices"])
-    weights = resolve_weights(cfg.codec)
     sources = open_sources(conf["dataset"], rt["max_rows"])
     units = plan_units(sources, out["lines_per_file"])
+    mine = job_units(units, rt["num_jobs"], rt["job_index"])
+    if rt["plan"]:
+        from snactok.plan import make_plan
+
+        return make_plan(conf, sources, units, mine, devices, run_dir)
+    weights = resolve_weights(cfg.codec)
     if weights.kind == RANDOM:
         weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
     chunking = plan_chunking(conf["codec"], rt["max_chunk_seconds"], Path(rt["cache_dir"]))
-    header = _header(conf, weights, sources, devices, chunking)
+    header = _header(conf, weights, sources, devices, chunking, units)
     target = resume_target(rt["resume"], run_dir)
     if target != run_dir:
         log.info("continuing the run in %s (this command's own dir keeps only its log)", target)
     target.mkdir(parents=True, exist_ok=True)
     prior = open_run_dir(target, rt["resume"], header["fingerprint"], units)
+    rows = [s.num_rows for s in sources]
     log.info(
-        "devices %s | weights %s | %d source(s), %d rows, %d unit(s)%s -> %s",
+        "devices %s | weights %s | %d source(s), %s rows, %d unit(s)%s%s -> %s",
         devices,
         weights.name,
         len(sources),
-        sum(s.num_rows for s in sources),
+        "?" if None in rows else sum(rows),
         len(units),
+        f"; job {rt['job_index']} of {rt['num_jobs']} takes {len(mine)}" if rt["num_jobs"] > 1 else "",
         f", {len(prior.committed)} already committed" if prior.resumed else "",
         target,
     )
-    collector = Collector(units, sources, conf, target, weights, t0, prior)
+    collector = Collector(units, mine, sources, conf, target, weights, t0, prior)
     tracker = Tracker(conf, target, group, rt["progress_interval"])
     summary = None
     try:
@@ -115,19 +123,36 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
         if not collector.complete:
             _execute(conf, devices, weights, sources, units, collector, chunking, tracker)
         summary = collector.summary()
+        _remember_rate(conf, devices, summary)
         if conf["report"]:
             _report(target, tracker)
-    except (PipelineError, Interrupted, KeyboardInterrupt) as err:
+    except (PipelineError, Interrupted, KeyboardInterrupt, SystemExit) as err:
         _log_resumable(err, collector, target, rt["resume"])
         raise
     finally:
         collector.close()
         tracker.finish(summary, collector.committed)
-    if out_local := conf["save"]["local"]:
-        _save_local(collector.shard_paths(non_empty=True), Path(out_local))
-    if repo := conf["save"]["hub_repo"]:
+    if rt["num_jobs"] > 1 and (conf["save"]["local"] or conf["save"]["hub_repo"]):
+        log.info(
+            "save.local/save.hub_repo wait for all %d jobs: python scripts/merge.py %s",
+            rt["num_jobs"],
+            target.parent,
+        )
+    elif out_local := conf["save"]["local"]:
+        save_local(collector.shard_paths(non_empty=True), Path(out_local))
+    if rt["num_jobs"] == 1 and (repo := conf["save"]["hub_repo"]):
         _publish(target, repo, conf["save"]["private"])
     return summary
+
+
+def _remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> None:
+    """Keep this run's per-device rate for `runtime.plan=true`; a failure only costs the plan."""
+    from snactok.plan import remember_rate
+
+    try:
+        remember_rate(conf, devices, summary)
+    except OSError as err:
+        log.debug("could not record the rate: %s", err)
 
 
 def _check_hub_token(repo: str | None) -> None:
@@ -194,6 +219,8 @@ def plan_chunking(codec: dict, max_chunk_seconds: float | None, cache_dir: Path)
 def _log_resumable(err: BaseException, collector: Collector, target: Path, resume: str | None) -> None:
     how = "runtime.resume=auto" if resume == "auto" else f"runtime.resume={target}"
     what = "interrupted by Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err)
+    if isinstance(err, SystemExit):  # submitit's pre-emption handler: it has requeued the job
+        what = f"stopped by the launcher (exit {err.code}); a requeued job resumes by itself"
     log.error(
         "%s\n%d of %d units are committed in %s and stay as they are; nothing half-done was "
         "committed. Continue with the same command plus %s",
@@ -219,6 +246,7 @@ def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
 class UnitState:
     rows: dict[int, Row] = field(default_factory=dict)  # input row -> tokens, formatted at commit
     rejects: list[dict] = field(default_factory=list)
+    expected: int | None = None  # rows in the unit; a streamed shard's count comes when read
     audio_seconds: float = 0.0
     tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
 
@@ -229,6 +257,7 @@ class Collector:
     def __init__(
         self,
         units: list[Unit],
+        mine: list[Unit],
         sources: list[Source],
         conf: dict,
         run_dir: Path,
@@ -247,8 +276,11 @@ class Collector:
         self.shards_dir.mkdir(exist_ok=True)
         self.manifest = JsonlLog(run_dir / MANIFEST)
         self.rejects = JsonlLog(run_dir / REJECTS)
-        self.state = {u.index: UnitState() for u in units if u.index not in prior.committed}
+        self.state = {
+            u.index: UnitState(expected=u.rows) for u in mine if u.index not in prior.committed
+        }
         self.committed: list[dict] = list(prior.committed.values())
+        self.planned = len(mine)  # this job's units
         self.prior_units = len(self.committed)
         self.reasons: Counter[str] = Counter(r["reason"] for r in prior.rejects)
         self.rows_done = 0  # by this attempt
@@ -256,9 +288,12 @@ class Collector:
         self.peak_rss: dict[str, float] = {}  # process -> MiB
 
     def _columns(self, src: Source) -> Columns:
-        # ids are row indices without an id column, else its values (non-int ones as strings)
-        feature = src.data.features.get(src.id_column) if src.id_column else None
+        # ids are row indices without an id column (`<shard>/<row>` strings for streamed shards of
+        # unknown size), else its values (non-int ones as strings)
+        feature = (src.data.features or {}).get(src.id_column) if src.id_column else None
         id_dtype = str(getattr(feature, "dtype", "")) if src.id_column else "int"
+        if not src.id_column and src.num_rows is None:
+            id_dtype = "string"
         return Columns(
             num_layers=len(self.arch["vq_strides"]),
             constants=src.constants,
@@ -296,10 +331,25 @@ class Collector:
         self.reasons[reason] += 1
         self._row_done(unit)
 
+    def unit_read(self, unit: int, rows: int) -> None:
+        """A reader has read all of a streamed shard: `rows` rows."""
+        planned = self.units[unit].rows
+        if planned is not None and rows != planned:
+            raise PipelineError(
+                f"input shard {self.units[unit].name} gave {rows} rows; its Parquet metadata says "
+                f"{planned}. The data changed after the run was planned; start a new run"
+            )
+        if unit in self.state:  # a shard of known size may have committed already
+            self.state[unit].expected = rows
+            self._maybe_commit(unit)
+
     def _row_done(self, unit: int) -> None:
         self.rows_done += 1
+        self._maybe_commit(unit)
+
+    def _maybe_commit(self, unit: int) -> None:
         state = self.state[unit]
-        if len(state.rows) + len(state.rejects) == self.units[unit].rows:
+        if len(state.rows) + len(state.rejects) == state.expected:
             self._commit(self.units[unit], self.state.pop(unit))
 
     def _commit(self, unit: Unit, state: UnitState) -> None:
@@ -322,7 +372,7 @@ class Collector:
             "start": unit.start,
             "stop": unit.stop,
             "file": files[0]["file"],
-            "rows_read": unit.rows,
+            "rows_read": state.expected,
             "rows": len(rows),
             "rejected": len(state.rejects),
             "bytes": files[0]["bytes"],
@@ -360,12 +410,15 @@ class Collector:
         summary = {
             "type": "summary",
             "units": len(self.committed),
+            "units_planned": self.planned,
             "units_resumed": self.prior_units,
             "rows_read": sum(r["rows_read"] for r in self.committed),
             "rows_written": written,
             "rows_rejected": sum(r["rejected"] for r in self.committed),
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "audio_seconds": round(audio, 3),
+            "tokens": sum(sum(r["tokens_per_layer"]) for r in self.committed),
+            "bytes_by_format": self._bytes_by_format(),
             "wall_seconds": round(wall, 3),
             "audio_seconds_per_second": round(audio_now / max(wall, 1e-9), 3),
             "random_weights": self.weights.kind == RANDOM,
@@ -384,6 +437,13 @@ class Collector:
         )
         return summary
 
+    def _bytes_by_format(self) -> dict[str, int]:
+        sizes: Counter[str] = Counter()
+        for record in self.committed:
+            for entry in record.get("files", [record]):
+                sizes["parquet" if entry["file"].endswith(PARQUET_SUFFIX) else "jsonl"] += entry["bytes"]
+        return dict(sizes)
+
     def close(self) -> None:
         self.manifest.close()
         self.rejects.close()
@@ -400,7 +460,7 @@ def _execute(
     tracker: Tracker,
 ) -> None:
     rt, codec = conf["runtime"], conf["codec"]
-    num_readers = rt["num_readers"] or default_readers(devices, os.cpu_count() or 1)
+    num_readers = rt["num_readers"] or default_readers(devices, usable_cores())
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
     work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -412,13 +472,9 @@ def _execute(
     reader_units = ctx.Array("q", [-1] * num_readers, lock=False)
     device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
     todo = [u for u in units if u.index in collector.state]
-    blocks = [
-        (u.index, u.source, start, min(start + rt["read_block_rows"], u.stop))
-        for u in todo
-        for start in range(u.start, u.stop, rt["read_block_rows"])
-    ]
+    blocks = read_blocks(todo, rt["read_block_rows"])
     cpu_workers = sum(d == "cpu" for d in devices)
-    threads = rt["cpu_threads"] or max(1, (os.cpu_count() or 1) // max(cpu_workers, 1))
+    threads = rt["cpu_threads"] or max(1, usable_cores() // max(cpu_workers, 1))
     procs: dict[str, Any] = {}
     for rank, device in enumerate(devices):
         batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[device.split(":")[0]]
@@ -454,8 +510,9 @@ def _execute(
             name=f"snactok-read-{rank}",
             daemon=True,
         )
+    rows = [u.rows for u in todo]
     progress = Progress(
-        sum(u.rows for u in todo),
+        None if None in rows else sum(rows),
         num_readers,
         devices,
         rt["progress_interval"],
@@ -472,6 +529,28 @@ def _execute(
         stop.set()
         progress.close()
         _shutdown(procs)
+
+
+def read_blocks(units: list[Unit], block_rows: int) -> list[tuple[int, int, Any, Any, Any]]:
+    """What readers take, in unit order: (unit, source, start, stop, input shard). Row ranges go
+    in blocks of `block_rows`, so several readers share a big unit; a streamed shard is read whole,
+    by one reader, as it streams."""
+    blocks: list[tuple[int, int, Any, Any, Any]] = []
+    for u in units:
+        if u.shard:
+            blocks.append((u.index, u.source, u.start, u.stop, u.number))
+            continue
+        for start in range(u.start, u.stop, block_rows):
+            blocks.append((u.index, u.source, start, min(start + block_rows, u.stop), None))
+    return blocks
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: Slurm's (or taskset's) allocation, not the whole node."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def default_readers(devices: list[str], cores: int) -> int:
@@ -556,6 +635,8 @@ def _handle(msg: tuple, collector: Collector) -> int:
         collector.add_batch(msg[2], msg[3], msg[4])
     elif kind == "reject":
         collector.add_reject(*msg[1:])
+    elif kind == "unit_read":
+        collector.unit_read(msg[1], msg[2])
     elif kind == "worker_ready":
         _, rank, seconds, compiled = msg
         collector.timing.setdefault("first_worker_ready", collector.elapsed())
@@ -667,7 +748,12 @@ def _byte_packages(output_format: str) -> tuple[str, ...]:
 
 
 def _header(
-    conf: dict, weights: Weights, sources: list[Source], devices: list[str], chunking: dict
+    conf: dict,
+    weights: Weights,
+    sources: list[Source],
+    devices: list[str],
+    chunking: dict,
+    units: list[Unit],
 ) -> dict[str, Any]:
     packages = {p: _version(p) for p in PACKAGES}
     weights_info = weights.describe() | {"sha256": sha256_file(Path(weights.path) / "pytorch_model.bin")}
@@ -682,6 +768,8 @@ def _header(
         "sources": [s.describe() for s in sources],
         "devices": devices,
         "chunking": chunking,
+        # every unit of the dataset, for scripts/merge.py to check the jobs against
+        "units": {"total": len(units), "names": [u.name for u in units]},
         "packages": packages,
         "git_commit": _git_commit(),
         "config": conf,
@@ -719,15 +807,3 @@ def _git_commit() -> str | None:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _save_local(shards: list[Path], target: Path) -> None:
-    """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk,
-    read from the JSONL shards, or from the Parquet ones when there are none (output.format)."""
-    import datasets
-
-    jsonl = [p for p in shards if p.name.endswith(SHARD_SUFFIX)]
-    kind, files = ("json", jsonl) if jsonl else ("parquet", shards)
-    data = datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train")
-    data.save_to_disk(str(target))
-    log.info("saved %d rows with save_to_disk to %s", len(data), target)

@@ -10,7 +10,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
     if seconds == float("inf") or seconds != seconds:
         return "?"
     m, s = divmod(int(seconds), 60)
@@ -33,7 +33,7 @@ class Progress:
 
     def __init__(
         self,
-        total_rows: int,
+        total_rows: int | None,  # None: streamed shards without row counts
         readers: int,
         devices: list[str],
         interval: float,
@@ -84,20 +84,21 @@ class Progress:
             self._draw(reader_stats, device_stats, done, rejected, elapsed)
             return
         rate = done / elapsed
-        eta = (self.total - done) / rate if rate else float("inf")
+        known = self.total is not None
+        eta = (self.total - done) / rate if rate and known else float("inf")
         per_device = ", ".join(
             f"{d}: {int(device_stats[3 * i])} clips {device_stats[3 * i + 1] / elapsed:.1f} s/s"
             for i, d in enumerate(self.devices)
         )
         log.info(
-            "rows %d/%d (%.0f%%) | %.1f audio s/s | %.1f rows/s | %s | ETA %s | %s",
+            "rows %d/%s (%s%%) | %.1f audio s/s | %.1f rows/s | %s | ETA %s | %s",
             done,
-            self.total,
-            100 * done / max(self.total, 1),
+            self.total if known else "?",
+            f"{100 * done / max(self.total, 1):.0f}" if known else "?",
             audio / elapsed,
             rate,
             _rejected(rejected),
-            _eta(eta),
+            format_eta(eta),
             per_device,
         )
 

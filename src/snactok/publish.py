@@ -101,6 +101,12 @@ class Run:
 
     @property
     def planned_units(self) -> int | None:
+        """Units this run was to commit: all the dataset's, or a job's share of them."""
+        units = self.header.get("units")
+        if units:
+            rt = self.conf.get("runtime", {})
+            jobs = 1 if "merged" in self.header else rt.get("num_jobs", 1)
+            return len(range(rt.get("job_index", 0) if jobs > 1 else 0, units["total"], jobs))
         per_file = self.conf.get("output", {}).get("lines_per_file")
         if not per_file:
             return None

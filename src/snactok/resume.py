@@ -43,6 +43,9 @@ def fingerprint(
         "codec.arch": conf["codec"]["arch"],
         "codec.weights": weights,
         "dataset.sources": sources,
+        # the unit definition: row ranges of lines_per_file, or input shards (files, row groups)
+        "dataset.streaming": conf["dataset"].get("streaming", False),
+        "dataset.reshard": conf["dataset"].get("reshard", False),
         "output.format": out["format"],
         "output.lines_per_file": out["lines_per_file"],
         "output.gzip_level": out["gzip_level"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from snactok import orpheus
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SHARD_SUFFIX = ".jsonl.gz"
@@ -275,3 +278,15 @@ def read_shard(path: Path) -> list[dict[str, Any]]:
     """The rows of one gzip JSONL shard."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
+
+
+def save_local(shards: list[Path], target: Path) -> None:
+    """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk,
+    read from the JSONL shards, or from the Parquet ones when there are none (output.format)."""
+    import datasets
+
+    jsonl = [p for p in shards if p.name.endswith(SHARD_SUFFIX)]
+    kind, files = ("json", jsonl) if jsonl else ("parquet", shards)
+    data = datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train")
+    data.save_to_disk(str(target))
+    log.info("saved %d rows with save_to_disk to %s", len(data), target)

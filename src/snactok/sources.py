@@ -1,14 +1,19 @@
-"""Dataset sources: open each as a `datasets.Dataset` with undecoded audio, check its columns, cut it
-into units.
+"""Dataset sources: open each as a `datasets` dataset with undecoded audio, check its columns, cut
+it into units, and give each job of a multi-job run its share of them.
 
-A unit is a fixed range of `lines_per_file` input rows of one source and becomes exactly one shard.
+A unit becomes exactly one shard. It is a fixed range of `lines_per_file` input rows of one source,
+or with `dataset.streaming=true` one input shard of the source's IterableDataset (a data file, or a
+Parquet row group with `dataset.reshard=true`): rows are then read as they stream, never downloaded
+as a whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,8 @@ class Source:
 
     index: int
     label: str  # <dataset>-<config>-<split>, the shard file prefix
-    data: datasets.Dataset
-    num_rows: int
+    data: datasets.Dataset | datasets.IterableDataset
+    num_rows: int | None  # None: streaming input whose row counts no metadata gives
     audio_column: str
     text_column: str | None
     speaker_column: str | None
@@ -53,21 +58,43 @@ class Source:
     revision: str | None = None
     commit: str | None = None  # the Hub commit `revision` resolved to
     origin: dict[str, Any] = field(default_factory=dict)  # the source's config
+    # Streaming: one entry per input shard, its file and rows (None: unknown until read).
+    shards: list[tuple[str, int | None]] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.shards is not None
+
+    def read(self, start: int | None, stop: int | None, shard: int | None) -> Iterator[tuple[int, dict]]:
+        """(row index, row) for rows [start, stop), or for input shard `shard` when streaming.
+
+        A streamed shard's rows are indexed from its first row's place in the source (`start`);
+        when no metadata gave that place, from 0 within the shard, with ids `<shard name>/<row>`.
+        """
+        if shard is None:
+            yield from enumerate(self.rows(start, stop), start)
+            return
+        limit = None if stop is None else stop - start
+        rows = self.data.shard(num_shards=len(self.shards), index=shard, contiguous=True)
+        for offset, row in enumerate(itertools.islice(rows, limit)):
+            index = offset if start is None else start + offset
+            fallback = f"{self.label}-{shard:05d}/{offset}" if start is None else index
+            yield index, self._row(row, row[self.id_column] if self.id_column else fallback)
+
+    def _row(self, row: dict, row_id: Any) -> dict[str, Any]:
+        return {
+            "audio": row[self.audio_column],
+            "text": row[self.text_column] if self.text_column else "",
+            "speaker": row[self.speaker_column] if self.speaker_column else None,
+            "id": row_id,
+        }
 
     def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
         """Rows [start, stop) as dicts with keys audio, text, speaker, id."""
         batch = self.data[start:stop]
         n = stop - start
         ids = batch[self.id_column] if self.id_column else range(start, stop)
-        return [
-            {
-                "audio": batch[self.audio_column][i],
-                "text": batch[self.text_column][i] if self.text_column else "",
-                "speaker": batch[self.speaker_column][i] if self.speaker_column else None,
-                "id": ids[i],
-            }
-            for i in range(n)
-        ]
+        return [self._row({k: v[i] for k, v in batch.items()}, ids[i]) for i in range(n)]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,6 +102,7 @@ class Source:
             "rows": self.num_rows,
             "revision": self.revision,
             "commit": self.commit,
+            "streaming": self.streaming,
         }
 
     def identity(self) -> dict[str, Any]:
@@ -84,7 +112,7 @@ class Source:
         (file names), so an added, removed or renamed file shows.
         """
         ids = hashlib.sha256()
-        if self.id_column:
+        if self.id_column and not self.streaming:
             column = self.data.select_columns([self.id_column])[: self.num_rows][self.id_column]
             for rid in column:
                 ids.update(f"{rid}\n".encode())
@@ -95,28 +123,44 @@ class Source:
             "path": str(resolve_path(origin["path"])) if origin.get("path") else None,
             "commit": self.commit,
             "rows": self.num_rows,
-            "ids_sha256": ids.hexdigest() if self.id_column else None,
+            "ids_sha256": ids.hexdigest() if self.id_column and not self.streaming else None,
+            # streaming: the input shards (data files or row groups) are the units
+            "input_shards": [list(x) for x in self.shards] if self.streaming else None,
         }
 
 
 @dataclass(frozen=True)
 class Unit:
-    """Rows [start, stop) of source `source`; written as shard `name`."""
+    """Rows [start, stop) of source `source`, or its input shard `number` when `shard` is set;
+    written as shard `name`. A streamed shard with no row count has start and stop None."""
 
     index: int  # position in the run's unit list
     source: int
     number: int  # unit number within its source, in the shard name
-    start: int
-    stop: int
+    start: int | None
+    stop: int | None
     name: str
+    shard: bool = False  # streaming: `number` is the source's input shard
 
     @property
-    def rows(self) -> int:
-        return self.stop - self.start
+    def rows(self) -> int | None:
+        return None if self.start is None else self.stop - self.start
+
+
+def job_units(units: list[Unit], num_jobs: int, job_index: int) -> list[Unit]:
+    """Job `job_index` of `num_jobs` takes every num_jobs-th unit from its own index on: disjoint,
+    together complete, the same on every node, and mixing big and small sources evenly."""
+    return units[job_index::num_jobs]
+
+
+def owner(unit_index: int, num_jobs: int) -> int:
+    """The job_index that `job_units` gives unit `unit_index` to."""
+    return unit_index % num_jobs
 
 
 def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
-    sources = [_open_source(i, src, max_rows) for i, src in enumerate(dataset_cfg["sources"])]
+    stream = {"streaming": dataset_cfg["streaming"], "reshard": dataset_cfg["reshard"]}
+    sources = [_open_source(i, src, max_rows, **stream) for i, src in enumerate(dataset_cfg["sources"])]
     labels = [s.label for s in sources]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
@@ -127,8 +171,11 @@ def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
 
 
 def plan_units(sources: list[Source], lines_per_file: int) -> list[Unit]:
-    units = []
+    units: list[Unit] = []
     for src in sources:
+        if src.streaming:
+            units += _shard_units(src, len(units))
+            continue
         for number, start in enumerate(range(0, src.num_rows, lines_per_file)):
             stop = min(start + lines_per_file, src.num_rows)
             name = f"{src.label}-{number:05d}"
@@ -136,9 +183,33 @@ def plan_units(sources: list[Source], lines_per_file: int) -> list[Unit]:
     return units
 
 
-def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
-    commit = None
-    if src["hub"]:
+def _shard_units(src: Source, first: int) -> list[Unit]:
+    """One unit per input shard; row ranges follow from the counts when metadata gives them, and
+    `runtime.max_rows` cuts the last one (shards past it are left out)."""
+    units, start = [], 0
+    for number, (_, rows) in enumerate(src.shards):
+        if rows is None:
+            span = (None, None)
+        elif src.num_rows is not None and start >= src.num_rows:
+            break
+        else:
+            span = (start, min(start + rows, src.num_rows))
+            start += rows
+        name = f"{src.label}-{number:05d}"
+        units.append(Unit(first + len(units), src.index, number, *span, name, shard=True))
+    return units
+
+
+def _open_source(
+    index: int, src: Any, max_rows: int | None, streaming: bool = False, reshard: bool = False
+) -> Source:
+    commit, shards = None, None
+    if streaming:
+        data, shards = _load_streaming(src, reshard)
+        revision = src["revision"] if src["hub"] else None
+        commit = hub_dataset_commit(src["hub"], revision) if src["hub"] else None
+        label_name = src["hub"].split("/")[-1] if src["hub"] else resolve_path(src["path"]).name
+    elif src["hub"]:
         data, revision = _load_hub(src), src["revision"]
         commit = hub_dataset_commit(src["hub"], revision)
         label_name = src["hub"].split("/")[-1]
@@ -153,12 +224,24 @@ def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
         "speaker_column": src["speaker_column"],
         "id_column": src["id_column"] or local_id,
     }
-    _check_columns(data, columns, index)
+    _check_columns(_column_names(data), columns, index)
     audio = columns["audio_column"]
     data = data.select_columns(list(dict.fromkeys(c for c in columns.values() if c)))
-    if isinstance(data.features[audio], datasets.Audio):
+    if data.features is not None and isinstance(data.features[audio], datasets.Audio):
         data = data.cast_column(audio, datasets.Audio(decode=False))
-    num_rows = len(data) if max_rows is None else min(len(data), max_rows)
+    if shards is None:
+        num_rows = len(data) if max_rows is None else min(len(data), max_rows)
+    elif any(rows is None for _, rows in shards):
+        if max_rows is not None:
+            raise ConfigError(
+                f"runtime.max_rows={max_rows} needs each input shard's row count, and "
+                f"dataset.sources[{index}] streams files without one (only Parquet has it); "
+                "set runtime.max_rows=null, or dataset.streaming=false"
+            )
+        num_rows = None
+    else:
+        total = sum(rows for _, rows in shards)
+        num_rows = total if max_rows is None else min(total, max_rows)
     label = "-".join(_safe(x) for x in (label_name, src["config"] or "default", src["split"]))
     return Source(
         index=index,
@@ -173,7 +256,66 @@ def _open_source(index: int, src: Any, max_rows: int | None) -> Source:
         revision=revision,
         commit=commit,
         origin=dict(src),
+        shards=shards,
     )
+
+
+def _load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, list]:
+    """The source as an IterableDataset, and per input shard its data file and row count (read
+    from Parquet footers, a few KB per file; None for formats without one)."""
+    where = src["hub"] or str(resolve_path(src["path"]))
+    if src["path"] and not Path(where).exists():
+        raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {where})")
+    if src["path"] and _has_audio(Path(where)):
+        raise ConfigError(
+            f"dataset.streaming=true reads data files (Parquet, JSON, CSV, WebDataset), locally or "
+            f"from the Hub; {where} is a folder of audio files, which is read in place already. "
+            "Set dataset.streaming=false"
+        )
+    try:
+        builder = datasets.load_dataset_builder(where, src["config"], revision=src["revision"])
+        data = builder.as_streaming_dataset(split=src["split"])
+        files = [str(f) for f in builder.config.data_files[src["split"]]]
+    except Exception as err:
+        raise ConfigError(
+            f"cannot stream dataset {where!r} (config={src['config']!r}, split={src['split']!r}): "
+            f"{type(err).__name__}: {str(err)[:300]}"
+        ) from err
+    counts = _parquet_counts(files, reshard)
+    if reshard:
+        data = data.reshard()
+    shards = counts or [(f, None) for f in files]
+    if len(shards) != data.num_shards:  # the unit plan must match what the dataset yields
+        raise ConfigError(
+            f"{where}: {data.num_shards} input shards but {len(shards)} data files/row groups; "
+            "set dataset.reshard=false, or stream it without splitting files"
+        )
+    return data, shards
+
+
+def _parquet_counts(files: list[str], by_row_group: bool) -> list[tuple[str, int]] | None:
+    if not files or not all(f.split("?")[0].endswith(".parquet") for f in files):
+        return None
+    import fsspec
+    import pyarrow.parquet as pq
+
+    counts = []
+    for f in files:
+        with fsspec.open(f, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+        name = f.rsplit("/", 1)[-1]
+        if by_row_group:
+            counts += [(f"{name}#{g}", meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        else:
+            counts.append((name, meta.num_rows))
+    return counts
+
+
+def _column_names(data: datasets.Dataset | datasets.IterableDataset) -> list[str]:
+    """Column names; a stream without declared features shows its first row's keys."""
+    if data.column_names is not None:
+        return list(data.column_names)
+    return list(next(iter(data.take(1)), {}).keys())
 
 
 def hub_dataset_commit(repo: str, revision: str | None) -> str | None:
@@ -267,8 +409,7 @@ def load_audiofolder(root: Path) -> datasets.Dataset:
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 
-def _check_columns(data: datasets.Dataset, columns_by_key: dict[str, str | None], index: int) -> None:
-    columns = list(data.column_names)
+def _check_columns(columns: list[str], columns_by_key: dict[str, str | None], index: int) -> None:
     for key, name in columns_by_key.items():
         if name and name not in columns:
             raise ConfigError(

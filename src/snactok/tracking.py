@@ -83,7 +83,7 @@ class Tracker:
         reader_stats: Any,
         device_stats: Any,
         queue_fill: float,
-        total_rows: int,
+        total_rows: int | None,
         force: bool = False,
     ) -> None:
         """Log new shard commits at once, and a snapshot when `interval` has passed."""
@@ -107,7 +107,7 @@ class Tracker:
             "rows_done": done,
             "rows_written": sum(r["rows"] for r in collector.committed),
             "rows_rejected": sum(collector.reasons.values()),
-            "eta_seconds": (total_rows - done) / rate if rate else None,
+            "eta_seconds": (total_rows - done) / rate if rate and total_rows is not None else None,
             "queue_fill": queue_fill,
         }
         snapshot |= {f"rejected/{k}": v for k, v in sorted(collector.reasons.items())}

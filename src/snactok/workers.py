@@ -87,7 +87,8 @@ class Clip:
 class ReaderPlan:
     rank: int
     sources: list  # list[Source]
-    blocks: list[tuple[int, int, int, int]]  # (unit index, source index, start row, stop row)
+    # (unit index, source index, start row, stop row, input shard): pipeline.read_blocks
+    blocks: list[tuple[int, int, Any, Any, Any]]
     sample_rate: int
     min_samples: int
     max_duration: float | None
@@ -117,11 +118,12 @@ def reader_main(
                 next_block.value += 1
             if k >= len(plan.blocks):
                 break
-            unit, src_index, start, stop_row = plan.blocks[k]
+            unit, src_index, start, stop_row, shard = plan.blocks[k]
             doing[plan.rank] = unit
-            source = plan.sources[src_index]
-            for offset, row in enumerate(source.rows(start, stop_row)):
-                clip = _read_row(row, unit, start + offset, plan, resample, results)
+            rows = 0
+            for index, row in plan.sources[src_index].read(start, stop_row, shard):
+                rows += 1
+                clip = _read_row(row, unit, index, plan, resample, results)
                 if clip is None:
                     continue
                 if not budget.acquire(clip.samples, stop):
@@ -129,6 +131,8 @@ def reader_main(
                 work.put(clip)
                 stats[2 * plan.rank] += 1
                 stats[2 * plan.rank + 1] += clip.meta["duration"]
+            if shard is not None:  # a streamed shard's row count is known only now
+                results.put(("unit_read", unit, rows))
         doing[plan.rank] = -1
         results.put(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
         # Queued tensors are shared by file descriptor, served by this process: stay alive until

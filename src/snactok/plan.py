@@ -1,0 +1,212 @@
+"""`runtime.plan=true`: what a run would do and cost, from metadata and a sample of rows, encoding
+nothing. The rate comes from the last real run on this machine with the same device type, codec
+and compile setting (kept in `<cache_dir>/rates.json` by every run); without one there is no ETA.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from snactok.progress import format_eta
+from snactok.publish import token_rates
+from snactok.shards import FORMAT_SUFFIXES
+from snactok.sources import Source, Unit
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 32  # rows whose duration is read, spread over the job's units
+RATES = "rates.json"
+# Output bytes per token, measured on the demo's 40 rows (tests/test_plan.py re-measures them):
+# gzip JSON lines at level 1, and Parquet (zstd, int16 lists). Text, ids and file overheads are
+# included, so per token they fall a little on bigger units. A run of the same format replaces
+# them with its own figure.
+BYTES_PER_TOKEN = {"jsonl": 2.83, "parquet": 3.28}
+
+
+def make_plan(
+    conf: dict,
+    sources: list[Source],
+    units: list[Unit],
+    mine: list[Unit],
+    devices: list[str],
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Print this job's plan and write it to run_dir/plan.json; return it."""
+    rt, out, arch = conf["runtime"], conf["output"], conf["codec"]["arch"]
+    durations = sample_durations(sources, mine, SAMPLE_ROWS)
+    known = [u.rows for u in mine if u.rows is not None]
+    rows = sum(known) if len(known) == len(mine) else None
+    mean = sum(durations) / len(durations) if durations else None
+    audio = rows * mean if rows is not None and mean is not None else None
+    tokens_per_second = sum(token_rates(arch))
+    measured = read_rates(Path(rt["cache_dir"]).expanduser()).get(rate_key(conf, devices))
+    per_token = {
+        fmt: (measured or {}).get(f"bytes_per_token_{fmt}") or BYTES_PER_TOKEN[fmt]
+        for fmt in ("jsonl", "parquet")
+    }
+    formats = ["jsonl", "parquet"] if out["format"] == "both" else [out["format"]]
+    out_bytes = (
+        sum(per_token[f] for f in formats) * tokens_per_second * audio if audio is not None else None
+    )
+    rate = measured["audio_seconds_per_second_per_device"] * len(devices) if measured else None
+    plan = {
+        "type": "plan",
+        "dataset": conf["dataset"]["name"],
+        "codec": conf["codec"]["name"],
+        "job": [rt["job_index"], rt["num_jobs"]],
+        "units": len(mine),
+        "units_total": len(units),
+        "rows": rows,
+        "sampled_rows": len(durations),
+        "mean_seconds_per_row": mean,
+        "audio_hours": audio / 3600 if audio is not None else None,
+        "tokens_per_audio_second": tokens_per_second,
+        "output_bytes": out_bytes,
+        "files": len(mine) * len(FORMAT_SUFFIXES[out["format"]]),
+        "devices": devices,
+        "rate": measured,
+        "eta_seconds": audio / rate if rate and audio is not None else None,
+    }
+    print(format_plan(plan))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+    return plan
+
+
+def sample_durations(sources: list[Source], units: list[Unit], n: int) -> list[float]:
+    """Durations (s) of up to `n` rows spread evenly over `units`, read from file headers where
+    the format has one; rows that do not decode are left out, as the run would reject them."""
+    if not units:
+        return []
+    picks = [units[i * len(units) // min(n, len(units))] for i in range(min(n, len(units)))]
+    per_unit = max(1, n // len(picks))
+    durations = []
+    for unit in picks:
+        src = sources[unit.source]
+        if unit.shard:
+            rows = (row for _, row in src.read(unit.start, unit.stop, unit.number))
+        else:
+            stop = min(unit.stop, unit.start + per_unit)
+            rows = iter(src.rows(unit.start, stop))
+        for _, row in zip(range(per_unit), rows, strict=False):
+            seconds = _duration(row["audio"])
+            if seconds is not None:
+                durations.append(seconds)
+    return durations
+
+
+def _duration(value: Any) -> float | None:
+    import soundfile as sf
+
+    from snactok.audio import Rejected, _bytes_or_path, decode
+
+    data, path = _bytes_or_path(value)
+    try:
+        info = sf.info(io.BytesIO(data) if data is not None else path)
+        return info.frames / info.samplerate
+    except Exception:  # no header soundfile knows (e.g. AAC): decode the whole clip
+        try:
+            audio, rate = decode(value)
+        except Rejected:
+            return None
+        return audio.shape[0] / rate
+
+
+def rate_key(conf: dict, devices: list[str]) -> str:
+    from snactok.pipeline import usable_cores
+
+    kind = "cuda" if any(d != "cpu" for d in devices) else f"cpu{usable_cores()}"
+    compiled = "compiled" if conf["runtime"]["compile"] else "eager"
+    return f"{kind}|{conf['codec']['name']}|{compiled}"
+
+
+def read_rates(cache_dir: Path) -> dict[str, Any]:
+    path = cache_dir / RATES
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> None:
+    """Record this attempt's steady rate per device (from its first tokens on, so start-up and
+    compiling are left out) and the output's bytes per token, for later plans."""
+    wall = summary["wall_seconds"] - summary["seconds_to"].get("first_tokens", 0.0)
+    audio = summary["audio_seconds_per_second"] * summary["wall_seconds"]  # this attempt's
+    if audio < 10 or wall <= 0:  # too little to measure
+        return
+    cache_dir = Path(conf["runtime"]["cache_dir"]).expanduser()
+    rates = read_rates(cache_dir)
+    entry = {
+        "audio_seconds_per_second_per_device": round(audio / wall / len(devices), 3),
+        "devices": len(devices),
+        "audio_seconds": round(audio, 1),
+        "measured": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    tokens = summary.get("tokens", 0)
+    for fmt, size in summary.get("bytes_by_format", {}).items():
+        if tokens:
+            entry[f"bytes_per_token_{fmt}"] = round(size / tokens, 3)
+    rates[rate_key(conf, devices)] = entry
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{RATES}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(rates, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, cache_dir / RATES)
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    job, jobs = plan["job"]
+    lines = [
+        f"plan: {plan['dataset']} with {plan['codec']}"
+        + (f", job {job} of {jobs}" if jobs > 1 else "")
+        + " (nothing is encoded)",
+        f"  units     {plan['units']}"
+        + (f" of {plan['units_total']}" if jobs > 1 else "")
+        + f", {plan['files']} shard file(s)",
+        f"  rows      {plan['rows'] if plan['rows'] is not None else 'unknown (no row counts in metadata)'}",
+    ]
+    if plan["mean_seconds_per_row"] is None:
+        lines.append("  audio     unknown (no sampled row decoded)")
+    else:
+        hours = plan["audio_hours"]
+        lines.append(
+            f"  audio     {'~' + _hours(hours) if hours is not None else 'unknown'} "
+            f"({plan['mean_seconds_per_row']:.2f} s per row over {plan['sampled_rows']} sampled rows)"
+        )
+    size = plan["output_bytes"]
+    lines.append(
+        f"  output    {'~' + _bytes(size) if size is not None else 'unknown'} "
+        f"({plan['tokens_per_audio_second']:.0f} tokens per audio second)"
+    )
+    rate = plan["rate"]
+    if rate is None:
+        lines.append(
+            f"  ETA       unknown: no run on this machine has measured {plan['devices']} with this "
+            "codec; run a short job first (e.g. runtime.max_rows=500), then plan again"
+        )
+    else:
+        eta = plan["eta_seconds"]
+        lines.append(
+            f"  ETA       {format_eta(eta) if eta is not None else 'unknown'} on {plan['devices']} "
+            f"at {rate['audio_seconds_per_second_per_device']:.1f} audio s/s per device "
+            f"(measured {rate['measured']})"
+        )
+    return "\n".join(lines)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.1f} h" if hours >= 0.1 else f"{hours * 3600:,.0f} s"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"
