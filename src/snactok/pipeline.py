@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ def _log_resumable(err: BaseException, collector: Collector, target: Path, resum
         "committed. Continue with the same command plus %s",
         what,
         len(collector.committed),
-        len(collector.units),
+        collector.planned,
         target / "shards",
         how,
     )
@@ -463,6 +464,8 @@ def _execute(
     num_readers = rt["num_readers"] or default_readers(devices, usable_cores())
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
+    with _usr2_blocked():  # before the queues below start it
+        resource_tracker.ensure_running()
     work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     # Only end-of-work markers go in from here; a reader killed mid-put must not hang our exit.
     work.cancel_join_thread()
@@ -521,7 +524,7 @@ def _execute(
     watch = Watch(procs, [u.name for u in units], reader_units, device_stats)
     try:
         with _stop_on_signals():
-            with _child_malloc_tunables():
+            with _child_malloc_tunables(), _usr2_blocked():
                 for p in procs.values():
                     p.start()
             _collect(results, work, watch, collector, progress, tracker, budget, reader_stats)
@@ -575,6 +578,19 @@ MALLOC_TUNABLES = (
     "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:"
     "glibc.malloc.top_pad=268435456"
 )
+
+
+@contextlib.contextmanager
+def _usr2_blocked() -> Iterator[None]:
+    """Processes started inside begin with SIGUSR2 blocked. Slurm signals every process of a job
+    step on pre-emption; this process decides (submitit requeues), and a child must not die of it
+    before its own setup ignores it. multiprocessing's resource tracker never would: killed, it is
+    relaunched and prints a traceback per shared-memory segment."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager
