@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         save = {} if args.no_save else group.jobs[0].conf.get("save", {})
         if target := args.save_local or save.get("local"):
-            save_local([merged / f["file"] for r in records if r["rows"] for f in r["files"]], Path(target))
+            save_local(
+                [merged / f["file"] for r in records if r["rows"] for f in r["files"]], Path(target)
+            )
         if repo := args.hub_repo or save.get("hub_repo"):
             private = not args.public if args.hub_repo else save.get("private", True)
             try:

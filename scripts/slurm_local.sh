@@ -19,7 +19,8 @@ log() { echo "[slurm_local] $*"; }
 die() {
   echo "[slurm_local] ERROR: $*" >&2
   for f in "$BASE"/log/slurmctld.log "$BASE"/log/slurmd.log /var/log/munge/munged.log; do
-    [[ -f $f ]] && { echo "----- tail $f" >&2; tail -n 25 "$f" >&2; }
+    # (the pmix lines are harmless noise from slurm-wlm-plugins, when installed)
+    [[ -f $f ]] && { echo "----- tail $f" >&2; grep -v -e pmix -e 'MPI: Cannot' "$f" | tail -n 20 >&2; }
   done
   exit 1
 }
@@ -139,6 +140,7 @@ wait_ready() {
     state=$(node_state || true)
     case $state in
       idle|mixed|allocated|completing) log "node $NODE is $state"; return 0 ;;
+      inval*) die "slurmctld rejected node $NODE (state inval): see 'Setting node' in slurmctld.log" ;;
       drain*|down*|fail*)
         # e.g. left down by an earlier run: ReturnToService=2 handles most cases, force the rest.
         scontrol update nodename="$NODE" state=resume 2>/dev/null || true ;;
