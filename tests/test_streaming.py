@@ -150,3 +150,51 @@ def test_streaming_a_folder_of_audio_files_is_refused_with_the_reason(tmp_path):
     )
     assert proc.returncode == 2
     assert "is a folder of audio files, which is read in place already" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_streamed_json_lines_without_row_counts_commit_as_each_shard_ends(tmp_path, weights_dir):
+    """JSON has no row counts: each shard's size is known only once a reader has streamed it, ids
+    are `<shard name>/<row>`, and runtime.max_rows (which needs counts) is refused."""
+    root = tmp_path / "jsonl"
+    (root / "data").mkdir(parents=True)
+    rows = demo_rows()[:5]
+    for i, part in enumerate((rows[:3], rows[3:])):
+        lines = [
+            json.dumps(
+                {
+                    "audio": str(ROOT / "data" / "demo" / r["file_name"]),
+                    "text": r["text"],
+                    "speaker": r["speaker"],
+                }
+            )
+            for r in part
+        ]
+        (root / "data" / f"train-{i:05d}-of-00002.jsonl").write_text("\n".join(lines) + "\n")
+    weights = weights_dir("snac_24khz")
+    records = encode(tmp_path / "stream", weights, root, "dataset.streaming=true")
+    assert [(r["unit"], r["start"], r["rows_read"]) for r in shard_records(records)] == [
+        (0, None, 3),
+        (1, None, 2),
+    ]
+    streamed = run_rows(tmp_path / "stream")
+    assert [r["id"] for r in streamed] == [
+        f"jsonl-default-train-0000{s}/{i}" for s, i in ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1))
+    ]
+    encode(tmp_path / "plain", weights, root)
+    plain = run_rows(tmp_path / "plain")
+    assert [{k: v for k, v in r.items() if k != "id"} for r in streamed] == [
+        {k: v for k, v in r.items() if k != "id"} for r in plain
+    ]
+
+    refused = run_cli(
+        [
+            "runtime=debug",
+            "runtime.max_rows=2",
+            "dataset.streaming=true",
+            f"dataset.sources.0.path={root}",
+            f"hydra.run.dir={tmp_path / 'x'}",
+        ]
+    )
+    assert refused.returncode == 2
+    assert "runtime.max_rows=2 needs each input shard's row count" in refused.stdout + refused.stderr
