@@ -39,6 +39,7 @@ from snactok.codec import (
 )
 from snactok.config import ConfigError, check_config
 from snactok.devices import resolve_devices
+from snactok.plan import make_plan, remember_rate
 from snactok.progress import Progress
 from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
 from snactok.shards import (
@@ -88,8 +89,6 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     units = plan_units(sources, out["lines_per_file"])
     mine = job_units(units, rt["num_jobs"], rt["job_index"])
     if rt["plan"]:
-        from snactok.plan import make_plan
-
         return make_plan(conf, sources, units, mine, devices, run_dir)
     weights = resolve_weights(cfg.codec)
     if weights.kind == RANDOM:
@@ -124,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
         if not collector.complete:
             _execute(conf, devices, weights, sources, units, collector, chunking, tracker)
         summary = collector.summary()
-        _remember_rate(conf, devices, summary)
+        remember_rate(conf, devices, summary)
         if conf["report"]:
             _report(target, tracker)
     except (PipelineError, Interrupted, KeyboardInterrupt, SystemExit) as err:
@@ -133,27 +132,20 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     finally:
         collector.close()
         tracker.finish(summary, collector.committed)
-    if rt["num_jobs"] > 1 and (conf["save"]["local"] or conf["save"]["hub_repo"]):
-        log.info(
-            "save.local/save.hub_repo wait for all %d jobs: python scripts/merge.py %s",
-            rt["num_jobs"],
-            target.parent,
-        )
-    elif out_local := conf["save"]["local"]:
-        save_local(collector.shard_paths(non_empty=True), Path(out_local))
-    if rt["num_jobs"] == 1 and (repo := conf["save"]["hub_repo"]):
-        _publish(target, repo, conf["save"]["private"])
+    save = conf["save"]
+    if rt["num_jobs"] > 1:  # a job holds part of the data: the merge saves the whole
+        if save["local"] or save["hub_repo"]:
+            log.info(
+                "save.local/save.hub_repo wait for all %d jobs: python scripts/merge.py %s",
+                rt["num_jobs"],
+                target.parent,
+            )
+        return summary
+    if save["local"]:
+        save_local(collector.shard_paths(non_empty=True), Path(save["local"]))
+    if save["hub_repo"]:
+        _publish(target, save["hub_repo"], save["private"])
     return summary
-
-
-def _remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> None:
-    """Keep this run's per-device rate for `runtime.plan=true`; a failure only costs the plan."""
-    from snactok.plan import remember_rate
-
-    try:
-        remember_rate(conf, devices, summary)
-    except OSError as err:
-        log.debug("could not record the rate: %s", err)
 
 
 def _check_hub_token(repo: str | None) -> None:

@@ -136,7 +136,8 @@ def read_rates(cache_dir: Path) -> dict[str, Any]:
 
 def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> None:
     """Record this attempt's steady rate per device (from its first tokens on, so start-up and
-    compiling are left out) and the output's bytes per token, for later plans."""
+    compiling are left out) and the output's bytes per token, for later plans. A cache that
+    cannot be written costs only the plans."""
     wall = summary["wall_seconds"] - summary["seconds_to"].get("first_tokens", 0.0)
     audio = summary["audio_seconds_per_second"] * summary["wall_seconds"]  # this attempt's
     if audio < 10 or wall <= 0:  # too little to measure
@@ -154,10 +155,13 @@ def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> No
         if tokens:
             entry[f"bytes_per_token_{fmt}"] = round(size / tokens, 3)
     rates[rate_key(conf, devices)] = entry
-    cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{RATES}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(rates, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, cache_dir / RATES)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(rates, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, cache_dir / RATES)
+    except OSError as err:
+        log.debug("could not record the rate in %s: %s", cache_dir, err)
 
 
 def format_plan(plan: dict[str, Any]) -> str:

@@ -203,19 +203,16 @@ def _shard_units(src: Source, first: int) -> list[Unit]:
 def _open_source(
     index: int, src: Any, max_rows: int | None, streaming: bool = False, reshard: bool = False
 ) -> Source:
-    commit, shards = None, None
+    shards = None
     if streaming:
         data, shards = _load_streaming(src, reshard)
-        revision = src["revision"] if src["hub"] else None
-        commit = hub_dataset_commit(src["hub"], revision) if src["hub"] else None
-        label_name = src["hub"].split("/")[-1] if src["hub"] else resolve_path(src["path"]).name
     elif src["hub"]:
-        data, revision = _load_hub(src), src["revision"]
-        commit = hub_dataset_commit(src["hub"], revision)
-        label_name = src["hub"].split("/")[-1]
+        data = _load_hub(src)
     else:
-        data, revision = _load_path(src), None
-        label_name = resolve_path(src["path"]).name
+        data = _load_path(src)
+    revision = src["revision"] if src["hub"] else None
+    commit = hub_dataset_commit(src["hub"], revision) if src["hub"] else None
+    label_name = src["hub"].split("/")[-1] if src["hub"] else resolve_path(src["path"]).name
     # Local folders are identified by the file's path relative to the folder.
     local_id = "file_name" if src["path"] and "file_name" in data.column_names else None
     columns = {
