@@ -195,7 +195,7 @@ def merge_group(group: Group, out_dir: Path) -> Path:
     """Write the merged run dir: shards/ as hard links (copies across file systems), one
     manifest with a header, every shard record by unit and a summary, and the jobs' rejects."""
     if not group.ok:
-        raise ValueError(f"{group.name} cannot be merged: {len(group.missing)} job(s) missing units")
+        raise ValueError(f"{group.name} cannot be merged: units are missing, doubled or misplaced")
     _clear_previous(out_dir)
     (out_dir / SHARDS).mkdir(parents=True)
     records = group.records()
@@ -225,7 +225,7 @@ def _clear_previous(out_dir: Path) -> None:
         return
     manifest = out_dir / MANIFEST
     header = json.loads(manifest.read_text().split("\n", 1)[0]) if manifest.is_file() else {}
-    if "merged" not in header and any(out_dir.iterdir()):
+    if "merged" not in header:
         raise ValueError(f"{out_dir} exists and is not an earlier merge; give another --out")
     shutil.rmtree(out_dir)
 
