@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from snactok.merge import MERGED, check_sweep, describe_problems, merge_group
-from snactok.publish import PublishError, publish
+from snactok.publish import PublishError, publish, recorded_files
 from snactok.shards import save_local
 
 
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         save = {} if args.no_save else group.jobs[0].conf.get("save", {})
         if target := args.save_local or save.get("local"):
             save_local(
-                [merged / f["file"] for r in records if r["rows"] for f in r["files"]], Path(target)
+                [merged / f["file"] for r in records if r["rows"] for f in recorded_files(r)],
+                Path(target),
             )
         if repo := args.hub_repo or save.get("hub_repo"):
             private = not args.public if args.hub_repo else save.get("private", True)

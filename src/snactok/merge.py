@@ -24,7 +24,7 @@ from typing import Any
 
 from snactok.publish import Run, read_run, recorded_files
 from snactok.resume import MANIFEST, REJECTS, SHARDS
-from snactok.shards import fsync_dir, sha256_file
+from snactok.shards import fsync_dir, sha256_file, write_atomic
 from snactok.sources import owner
 
 log = logging.getLogger(__name__)
@@ -255,11 +255,5 @@ def _summary(group: Group, records: list[dict], rejects: list[dict]) -> dict[str
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    write_atomic(path, 2**20, lambda f: f.write(lines))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from snactok.progress import format_eta
-from snactok.publish import token_rates
+from snactok.publish import format_hours, token_rates
 from snactok.shards import FORMAT_SUFFIXES
 from snactok.sources import Source, Unit
 
@@ -180,7 +180,7 @@ def format_plan(plan: dict[str, Any]) -> str:
     else:
         hours = plan["audio_hours"]
         lines.append(
-            f"  audio     {'~' + _hours(hours) if hours is not None else 'unknown'} "
+            f"  audio     {'~' + format_hours(hours * 3600) if hours is not None else 'unknown'} "
             f"({plan['mean_seconds_per_row']:.2f} s per row over {plan['sampled_rows']} sampled rows)"
         )
     size = plan["output_bytes"]
@@ -204,13 +204,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _hours(hours: float) -> str:
-    return f"{hours:,.1f} h" if hours >= 0.1 else f"{hours * 3600:,.0f} s"
-
-
 def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
             return f"{n:,.1f} {unit}"
         n /= 1000
-    return f"{n} TB"
+    return f"{n:,.1f} TB"

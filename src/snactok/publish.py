@@ -275,7 +275,7 @@ def publish(
             delete_patterns=[f"{SHARDS}/*"],  # files being uploaded are kept, never deleted
             commit_message=(
                 f"snactok: {run.header['dataset']} as {run.header['codec']} tokens, {run.rows} rows, "
-                f"{_hours(run.audio_seconds)} of audio{'' if run.finished else ' (PARTIAL run)'}"
+                f"{format_hours(run.audio_seconds)} of audio{'' if run.finished else ' (PARTIAL run)'}"
             ),
         )
     log.info("published %s (%s)", url, getattr(commit, "commit_url", commit))
@@ -345,7 +345,7 @@ def dataset_card(run: Run, repo_id: str, files: list[str], license: str | None =
     return f"---\n{meta.to_yaml()}\n---\n\n{body}\n"
 
 
-def _hours(seconds: float) -> str:
+def format_hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} hours" if seconds >= 36 else f"{seconds:.1f} seconds"
 
 
@@ -375,7 +375,7 @@ def _intro(run: Run, repo_id: str, suffix: str) -> str:
     return (
         f"[SNAC](https://github.com/hubertsiuzdak/snac) codec tokens of the `{h['dataset']}` "
         f"dataset, encoded with `{h['codec']}` by snactok. {run.rows:,} rows, "
-        f"{_hours(run.audio_seconds)} of audio. Load them with\n\n"
+        f"{format_hours(run.audio_seconds)} of audio. Load them with\n\n"
         f'```python\nfrom datasets import load_dataset\n\nrows = load_dataset("{repo_id}", '
         f'split="train")\n```\n\n'
         f"The `default` config reads `{SHARDS}/*{suffix}`; every row keeps its source's `id`, so "

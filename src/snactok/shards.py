@@ -201,7 +201,7 @@ def write_parquet(
             for start, stop in row_groups(rows, columns, row_group_bytes):
                 writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
 
-    return _write_atomic(path, buffer_size, write)
+    return write_atomic(path, buffer_size, write)
 
 
 def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: int) -> tuple[int, str]:
@@ -212,10 +212,10 @@ def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: in
             for line in lines:
                 gz.write(line)
 
-    return _write_atomic(path, buffer_size, write)
+    return write_atomic(path, buffer_size, write)
 
 
-def _write_atomic(path: Path, buffer_size: int, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
+def write_atomic(path: Path, buffer_size: int, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
     """`write` into a temporary file, fsync it, rename it to `path`; return (bytes, sha256).
 
     On any error (a full disk, a read-only dir) the temporary file goes and the error is raised:
