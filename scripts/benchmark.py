@@ -82,6 +82,12 @@ def main() -> None:
         results["b_bf16"], tokens_bf16 = model_alone(clips, weights, arch, device, True, "bf16")
         results["b_bf16"]["tokens_equal_fp32"] = agreement(tokens_bf16, tokens_b)
     results["c"] = pipeline_runs(args, data, len(rows))
+    got = results["c"]["runs"]["warm_2n"].pop("tokens")
+    for run in results["c"]["runs"].values():
+        run.pop("tokens", None)
+    results["c"]["tokens_equal_a"] = agreement(
+        [got[str(Path(row["audio"]["path"]))] for row in rows], tokens_a
+    )
     print(f"(c) {results['c']}", flush=True)
     table = render(results, args)
     print("\n" + table)
@@ -181,25 +187,23 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
 
 
 def reader_cost(rows: list[dict], rate: int) -> dict:
-    """CPU seconds per audio second to decode + resample, one thread, as a reader runs it."""
+    """CPU seconds per audio second to decode + resample, as a reader runs it."""
     from snactok.audio import Resampler, decode
-    from snactok.codec import use_thread_invariant_cpu_kernels
+    from snactok.codec import set_cpu_numerics
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.backends.mkldnn.flags(enabled=torch.backends.mkldnn.enabled):
-        use_thread_invariant_cpu_kernels()
-        resample, audio_s, ours, raw = Resampler(rate), 0.0, 0.0, 0.0
-        for row in rows:
-            t = time.process_time()
-            audio, sr = decode(row["audio"])
-            resample(audio, sr)
-            ours += time.process_time() - t
-            t = time.process_time()
-            data, sr2 = sf.read(row["audio"]["path"], dtype="float32", always_2d=True)
-            AF.resample(torch.from_numpy(data.mean(axis=1)), sr2, rate)
-            raw += time.process_time() - t
-            audio_s += len(audio) / sr
+    set_cpu_numerics()  # as a reader runs
+    resample, audio_s, ours, raw = Resampler(rate), 0.0, 0.0, 0.0
+    for row in rows:
+        t = time.process_time()
+        audio, sr = decode(row["audio"])
+        resample(audio, sr)
+        ours += time.process_time() - t
+        t = time.process_time()
+        data, sr2 = sf.read(row["audio"]["path"], dtype="float32", always_2d=True)
+        AF.resample(torch.from_numpy(data.mean(axis=1)), sr2, rate)
+        raw += time.process_time() - t
+        audio_s += len(audio) / sr
     torch.set_num_threads(threads)
     return {"ours": round(ours / audio_s, 5), "raw": round(raw / audio_s, 5), "audio_s": audio_s}
 
@@ -246,18 +250,16 @@ def model_alone(
         pad_multiple,
         padded_length,
         prepare_device,
-        use_thread_invariant_cpu_kernels,
     )
     from snactok.pipeline import DEFAULT_BATCH_SAMPLES
 
-    use_thread_invariant_cpu_kernels()
-    dev = prepare_device(device, None)
+    dev = prepare_device(device)
     model = load_model(Weights("random", "random", str(weights)), arch)
     t = time.perf_counter()
-    encoder = BatchEncoder(model, dev, arch, compile=compile, autocast=autocast)
-    multiple = pad_multiple(arch)
     batch_samples = DEFAULT_BATCH_SAMPLES[dev.type]
-    encoder.warm_up((1, 2) if batch_samples >= 2 * multiple else (1,))
+    encoder = BatchEncoder(model, dev, arch, compile, autocast, batch_samples)
+    multiple = pad_multiple(arch)
+    encoder.warm_up()
     warm = time.perf_counter() - t
     buckets = defaultdict(list)
     for i, clip in enumerate(clips):
@@ -271,7 +273,7 @@ def model_alone(
             batch = encoder.staging(len(part), length)
             for row, i in enumerate(part):
                 batch[row, : len(clips[i])] = clips[i]
-            codes = encoder.encode(batch)
+            codes = encoder.encode(batch, len(part))
             for row, i in enumerate(part):
                 tokens[i] = codes[row].copy()
     wall = time.perf_counter() - t
@@ -295,7 +297,7 @@ def pipeline_runs(args: argparse.Namespace, data: Path, clips: int) -> dict:
     runs = {}
     for name, rows in (("cold_n", half), ("warm_n", half), ("warm_2n", clips)):
         runs[name] = encode_run(args.codec, data, rows, cache)
-        print(f"  {name}: {runs[name]}", flush=True)
+        print(f"  {name}: { {k: v for k, v in runs[name].items() if k != 'tokens'} }", flush=True)
     shutil.rmtree(cache, ignore_errors=True)
     n, two_n = runs["warm_n"], runs["warm_2n"]
     steady = (two_n["audio_s"] - n["audio_s"]) / (two_n["wall_s"] - n["wall_s"])
@@ -328,8 +330,13 @@ def encode_run(codec: str, data: Path, rows: int, cache: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"encode.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.loads((out / "manifest.jsonl").read_text().splitlines()[-1])
+    tokens = shard_tokens(out)
     shutil.rmtree(out, ignore_errors=True)
+    worker = summary["workers"]["0"]
     return {
+        "tokens": tokens,
+        "path": worker["path"],
+        "verify": summary["verify"] | {"seconds": worker.get("verify_seconds", 0.0)},
         "rows": summary["rows_written"],
         "audio_s": summary["audio_seconds"],
         "wall_s": round(wall, 2),
@@ -337,6 +344,18 @@ def encode_run(codec: str, data: Path, rows: int, cache: Path) -> dict:
         "first_tokens_s": summary["seconds_to"].get("first_tokens", 0.0),
         "peak_rss_mb": summary["peak_rss_mb"],
     }
+
+
+def shard_tokens(run_dir: Path) -> dict[str, np.ndarray]:
+    """id (the file path) -> flat tokens, from a run's shards."""
+    from snactok.shards import read_shard
+
+    tokens = {}
+    for shard in sorted((run_dir / "shards").glob("*.jsonl.gz")):
+        for r in read_shard(shard):
+            layers = sorted(k for k in r if k.startswith("snac_layer_"))
+            tokens[r["id"]] = np.concatenate([np.asarray(r[k]) for k in layers])
+    return tokens
 
 
 # ----------------------------------------------------------------------------- report
@@ -377,6 +396,9 @@ def render(r: dict, args: argparse.Namespace) -> str:
         f"| startup, cold compile cache | {r['c']['startup_cold_s']:.1f} s |",
         f"| (b) compile warm-up in-process (default inductor cache) | {r['b']['warmup_s']:.1f} s |",
         f"| tokens of (b) equal to (a) | {100 * r['b']['tokens_equal_a']:.3f}% |",
+        f"| tokens of (c) equal to (a) | {100 * r['c']['tokens_equal_a']:.3f}% |",
+        f"| (c) encode path after the start-up check | {runs['warm_2n']['path']} |",
+        f"| (c) in-run verify: clips, tokens equal | {fmt_verify(runs['warm_2n']['verify'])} |",
         f"| reader CPU s per audio s, snactok (decode + resample) | {r['reader']['ours']:.4f} |",
         f"| reader CPU s per audio s, raw soundfile + torchaudio | {r['reader']['raw']:.4f} |",
         f"| peak RSS MiB, N = {runs['warm_n']['rows']} clips | {fmt_rss(rss_n)} |",
@@ -393,6 +415,14 @@ def render(r: dict, args: argparse.Namespace) -> str:
 
 def row(what: str, rate: float, base: float, gf: float, mm: float) -> str:
     return f"| {what} | {rate:.2f} | {rate:.1f}x | {rate / base:.2f} | {rate * gf:.1f} | {rate * gf / mm:.0%} |"
+
+
+def fmt_verify(v: dict) -> str:
+    pct = 100 * v["tokens_equal"] / v["tokens"] if v["tokens"] else float("nan")
+    return (
+        f"{v['clips']} clips, {pct:.3f}%; their reference encode took {v['seconds']:.1f} s "
+        f"of the worker's time"
+    )
 
 
 def fmt_rss(rss: dict) -> str:

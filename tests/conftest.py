@@ -21,7 +21,7 @@ from snactok.codec import (
     calibration_audio,
     random_snac,
     save_pretrained,
-    use_thread_invariant_cpu_kernels,
+    set_cpu_numerics,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +30,9 @@ FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
-# References computed here must use the kernels the CPU device workers use.
-use_thread_invariant_cpu_kernels()
+# References computed here run as users run SNAC.encode: torch's default backends, at the thread
+# count CPU tokens are defined at (snactok.codec.CPU_THREADS; torch's default on 2 cores).
+set_cpu_numerics()
 
 
 def compose_cfg(overrides: list[str] | None = None):

@@ -78,23 +78,29 @@ def _read_av(data: bytes | None, path: str | None) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False), rate
 
 
+def downmix(audio: np.ndarray) -> torch.Tensor:
+    """(frames, channels) -> mono float32 by the channel mean, as a contiguous 1-D tensor."""
+    return torch.from_numpy(np.ascontiguousarray(audio.mean(axis=1, dtype=np.float32)))
+
+
 class Resampler:
-    """Mono down-mix + resampling to one target rate, with kernels cached per source rate."""
+    """Mono down-mix + `torchaudio.functional.resample` with its defaults, to one target rate.
+
+    The reference's own call, not `torchaudio.transforms.Resample`: the transform builds its
+    kernel in float64 and the function in float32, and their outputs differ in the last bits.
+    """
 
     def __init__(self, target_rate: int):
         self.target_rate = target_rate
-        self._kernels: dict[int, torch.nn.Module] = {}
 
     def __call__(self, audio: np.ndarray, rate: int) -> torch.Tensor:
-        mono = torch.from_numpy(np.ascontiguousarray(audio.mean(axis=1, dtype=np.float32)))
+        from torchaudio.functional import resample
+
+        mono = downmix(audio)
         if rate == self.target_rate:
             return mono
-        if rate not in self._kernels:
-            from torchaudio.transforms import Resample
-
-            self._kernels[rate] = Resample(rate, self.target_rate)
         with torch.inference_mode():
-            return self._kernels[rate](mono)
+            return resample(mono, rate, self.target_rate)
 
 
 def check_audio(audio: np.ndarray, rate: int, min_samples: int, max_duration: float | None) -> None:

@@ -1,8 +1,12 @@
-"""The SNAC model: resolving and loading weights, calibrated random weights, and batch encoding.
+"""The SNAC model: resolving and loading weights, calibrated random weights, and encoding.
 
-Batches hold clips of one padded length only. SNAC right-pads every clip to a multiple of
-`hop_length * lcm(vq_strides[0], attn_window_size or 1)`, so such a batch does exactly the math of
-encoding each clip alone and its tokens equal single-clip `SNAC.encode` bit for bit.
+The reference for every token is single-clip `SNAC.encode` with torch's default backends
+(`Reference`). The fast path (`BatchEncoder`) groups clips of one padded length: SNAC right-pads
+every clip to a multiple of `hop_length * lcm(vq_strides[0], attn_window_size or 1)`, so a clip
+in a group gets exactly the input it gets alone. On CPU each clip still goes through the encoder
+alone (oneDNN rounds a batch differently, and batching was slower); on CUDA a group is one batch
+of a fixed shape per padded length, so which clips share it cannot change a token.
+`self_check` compares the fast path with the reference before a worker's first batch.
 """
 
 from __future__ import annotations
@@ -123,13 +127,15 @@ def arch_dict(arch: Any) -> dict[str, Any]:
     return {k: _plain(v) for k, v in arch.items()}
 
 
-def load_model(weights: Weights, arch: Any, seed: int = 0) -> SNAC:
-    """Load SNAC for encoding: eval mode, weight norm folded, decoder dropped."""
+def load_model(weights: Weights, arch: Any, seed: int = 0, fold: bool = True) -> SNAC:
+    """Load SNAC for encoding: eval mode, decoder dropped, and weight norm folded unless `fold` is
+    False (the reference keeps the model exactly as `SNAC.from_pretrained` returns it)."""
     if weights.path is None:  # random weights not yet saved by the main process
         model = random_snac(arch_dict(arch), seed)
     else:
         model = SNAC.from_pretrained(weights.path)
-    fold_weight_norm(model)
+    if fold:
+        fold_weight_norm(model)
     model.decoder = None  # encoding never touches it; it is most of the parameters
     return model.eval()
 
@@ -141,7 +147,7 @@ def fold_weight_norm(model: torch.nn.Module) -> None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
-def random_snac(arch: dict[str, Any], seed: int) -> SNAC:
+def random_snac(arch: dict[str, Any], seed: int, jitter: float = 1e-3) -> SNAC:
     """A seeded SNAC of the declared architecture with codebooks calibrated on bundled speech.
 
     Plain random codebooks are degenerate (one code takes ~98% of layer-1 tokens), which makes
@@ -149,7 +155,7 @@ def random_snac(arch: dict[str, Any], seed: int) -> SNAC:
     """
     torch.manual_seed(seed)
     model = SNAC(**arch).eval()
-    calibrate_codebooks(model, calibration_audio(arch["sampling_rate"]), seed)
+    calibrate_codebooks(model, calibration_audio(arch["sampling_rate"]), seed, jitter)
     return model
 
 
@@ -208,8 +214,10 @@ def calibration_audio(
 
 
 @torch.inference_mode()
-def calibrate_codebooks(model: SNAC, audio: torch.Tensor, seed: int) -> None:
-    """Level by level, set each codebook to samples of its own projected, normalised input."""
+def calibrate_codebooks(model: SNAC, audio: torch.Tensor, seed: int, jitter: float = 1e-3) -> None:
+    """Level by level, set each codebook to samples of its own projected, normalised input, plus
+    `jitter` times Gaussian noise. Small jitter leaves near-duplicate codes, whose tokens flip on
+    1-ulp differences: the hardest case for parity. Larger jitter is closer to trained codebooks."""
     gen = torch.Generator().manual_seed(seed)
     residual = model.encoder(model.preprocess(audio))
     for vq in model.quantizer.quantizers:
@@ -217,8 +225,8 @@ def calibrate_codebooks(model: SNAC, audio: torch.Tensor, seed: int) -> None:
         z_e = vq.in_proj(pooled)  # (B, D, T)
         frames = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]), dim=1)
         pick = torch.randint(len(frames), (vq.codebook_size,), generator=gen)
-        jitter = 1e-3 * torch.randn(vq.codebook_size, frames.shape[1], generator=gen)
-        vq.codebook.weight.copy_(frames[pick] + jitter)
+        noise = jitter * torch.randn(vq.codebook_size, frames.shape[1], generator=gen)
+        vq.codebook.weight.copy_(frames[pick] + noise)
         z_q, _ = vq(residual)
         residual = residual - z_q
 
@@ -231,48 +239,80 @@ def save_pretrained(model: SNAC, arch: dict[str, Any], out_dir: Path) -> Path:
     return out_dir
 
 
-def prepare_device(device: str, cpu_threads: int | None, tf32: bool = False) -> torch.device:
-    """Per-process torch settings for one device worker."""
+# oneDNN's gemm-based strided convolutions round differently at each intra-op thread count on AVX2
+# CPUs (measured on an AMD EPYC: 1, 3, 4, 8, 16 and 48 threads each differ from 2, in 2% of tokens
+# with near-duplicate codes), and at one thread torch sends 1x1 convolutions to another kernel.
+# Every process whose arithmetic reaches a token (readers' resampling, encoding, the reference)
+# runs torch at this count, torch's default on a 2-core machine. So tokens never depend on the
+# number of workers, the cores of the machine or `runtime.cpu_threads`.
+CPU_THREADS = 2
+
+
+def set_cpu_numerics() -> None:
+    """Torch's default backends (oneDNN on) at CPU_THREADS intra-op threads."""
+    torch.set_num_threads(CPU_THREADS)
+
+
+def prepare_device(device: str, tf32: bool | None = None) -> torch.device:
+    """Per-process torch settings for one device worker.
+
+    `tf32=None` keeps torch's defaults, which are the reference's: on CUDA that is TF32 in cuDNN
+    convolutions (on by default) and none in matmuls. True or False sets both, and then tokens
+    differ from a default `SNAC.encode` (the verifier, which runs in the same process, says by
+    how much only against the same settings).
+    """
     dev = torch.device(device)
+    set_cpu_numerics()
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        # TF32 changes tokens, so it is off unless asked for; cuDNN's conv TF32 is on by default.
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-        # Autotuning picks algorithms per shape, so a batch could round differently from one clip.
+        if tf32 is not None:
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        # torch's default, stated: autotuning would pick algorithms by timing, run to run.
         torch.backends.cudnn.benchmark = False
-    elif cpu_threads:
-        torch.set_num_threads(cpu_threads)
     return dev
 
 
-def use_thread_invariant_cpu_kernels() -> None:
-    """Make CPU tokens independent of the thread count, so worker count never changes a shard.
+class Reference:
+    """The method users run: `SNAC.encode` on one (1, 1, T) clip, eager, the model as
+    `SNAC.from_pretrained` returns it, torch's default backends on the device."""
 
-    oneDNN (mkldnn) convolutions round differently at different thread counts: measured here, 1
-    vs 2 threads flipped 4 of ~170 tokens of a 3 s clip. The native kernels give the same bits at
-    any thread count, at about the same speed. Resampling (a convolution) is affected too, so
-    every process that touches audio calls this.
-    """
-    torch.backends.mkldnn.enabled = False
+    def __init__(self, model: SNAC, device: torch.device):
+        self.model = model.to(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def tokens(self, wave: torch.Tensor) -> np.ndarray:
+        """1-D float32 clip at the codec rate -> flat codes (layer 1, then 2, ...), int16."""
+        codes = self.model.encode(wave.to(self.device).view(1, 1, -1))
+        return torch.cat(codes, dim=1)[0].to(torch.int16).cpu().numpy()
+
+    @torch.inference_mode()
+    def latents(self, wave: torch.Tensor) -> torch.Tensor:
+        """The encoder frames `SNAC.encode` quantizes, (D, frames), on the device."""
+        return self.model.encoder(self.model.preprocess(wave.to(self.device).view(1, 1, -1)))[0]
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 
 
 class BatchEncoder:
-    """Encodes batches of same-padded-length clips on one device.
+    """Encodes groups of same-padded-length clips on one device.
 
-    `submit` queues a batch and returns at once on CUDA (its own stream, pinned buffers,
+    `submit` queues a group and returns at once on CUDA (its own stream, pinned buffers,
     non-blocking copies, one device-to-host copy); `Pending.result` waits. A worker submits the
-    next batch before it waits for the last, so filling a batch overlaps the device's work. On
+    next group before it waits for the last, so filling a group overlaps the device's work. On
     CPU the same calls simply run in order.
 
-    `compile=True` runs the encoder through `snactok.kernels.compile_encoder` (same tokens); if
-    compiling fails, the encoder falls back to eager and `fallback` says why.
-    `autocast="bf16"` runs the convolutions in bfloat16 and CHANGES TOKENS; the quantizer stays
-    in float32.
+    On CUDA a group is one batch padded with zero rows to `rows_for(length)`, so every batch of a
+    padded length has the same shape, runs the same kernels and gives each clip the same bits
+    whatever its company. On CPU, and on any device once `exact` is set, the encoder sees one
+    clip at a time. The quantizer always runs clip by clip: that is `SNAC.encode`'s own math, and
+    it costs little next to the encoder.
+
+    `compile=True` runs the encoder through `snactok.kernels.compile_encoder`; if compiling fails,
+    the encoder falls back to eager and `fallback` says why. `autocast="bf16"` runs the
+    convolutions in bfloat16 and CHANGES TOKENS; the quantizer stays in float32.
     """
 
     def __init__(
@@ -282,54 +322,73 @@ class BatchEncoder:
         arch: Any,
         compile: bool = False,
         autocast: str | None = None,
+        batch_samples: int = 1,
     ):
         self.model = model.to(device)
         self.device = device
         self.arch = arch
         self.multiple = pad_multiple(arch)
+        self.batch_samples = batch_samples
         self.autocast = AUTOCAST_DTYPES[autocast] if autocast else None
         self.fallback: str | None = None
         self.compiled = compile
+        self.exact = False
         self._forward = self.model.encoder
         if compile:
             from snactok.kernels import compile_encoder
 
             # A copy: the eager fallback keeps the original layers.
-            self._forward = compile_encoder(copy.deepcopy(self.model.encoder), device)
+            self._forward = compile_encoder(copy.deepcopy(self.model.encoder))
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pinned = [torch.empty(0), torch.empty(0)]  # CUDA staging; grown pinned on first use
         self._turn = 0
 
-    def staging(self, clips: int, length: int) -> torch.Tensor:
-        """A zeroed (clips, length) host buffer, pinned on CUDA; two alternate across batches.
+    @property
+    def path(self) -> str:
+        """What encodes: `exact` (the reference model, clip by clip), `compiled` or `eager`."""
+        return "exact" if self.exact else "compiled" if self.compiled else "eager"
 
-        Reuse is safe as long as a batch's `result` is taken before the batch after next is
-        filled: by then its host-to-device copy has finished. On CPU the batch is the encoder's
-        input itself, so it is a fresh tensor: compiled code guards on a view's base, and a view
-        of a growing buffer recompiled the encoder (seconds) at every new longest clip.
+    def use_exact(self, reference: Reference) -> None:
+        """From now on encode with the reference model itself, eager, one clip at a time."""
+        self.model = reference.model
+        self._forward = reference.model.encoder
+        self.compiled = False
+        self.autocast = None
+        self.exact = True
+
+    def rows_for(self, length: int, clips: int = 1) -> int:
+        """Rows of the encoder input for `clips` clips of a padded `length`."""
+        if self.device.type != "cuda" or self.exact:
+            return clips
+        return max(clips, self.batch_samples // length)
+
+    def staging(self, clips: int, length: int) -> torch.Tensor:
+        """A zeroed host buffer of `rows_for(length, clips)` rows; fill the first `clips`.
+
+        On CUDA it is pinned, and two alternate across groups. Reuse is safe as long as a group's
+        `result` is taken before the group after next is filled: by then its host-to-device copy
+        has finished. On CPU it is a fresh tensor: compiled code guards on a view's base, and a
+        view of a growing buffer recompiled the encoder (seconds) at every new longest clip.
         """
+        rows = self.rows_for(length, clips)
         if self.device.type != "cuda":
-            return torch.zeros(clips, length)
+            return torch.zeros(rows, length)
         self._turn ^= 1
-        n = clips * length
+        n = rows * length
         if self._pinned[self._turn].numel() < n:
             self._pinned[self._turn] = torch.empty(n, pin_memory=True)
-        batch = self._pinned[self._turn][:n].view(clips, length)
+        batch = self._pinned[self._turn][:n].view(rows, length)
         batch.zero_()
         return batch
 
-    def encode(self, batch: torch.Tensor) -> np.ndarray:
-        return self.submit(batch).result()
+    def encode(self, batch: torch.Tensor, clips: int | None = None) -> np.ndarray:
+        return self.submit(batch, clips).result()
 
-    def submit(self, batch: torch.Tensor) -> Pending:
-        """(B, L) float32 host tensor, L a multiple of the pad -> pending (B, tokens) int16.
-
-        The encoder runs on the whole batch. The quantizer runs clip by clip: its 1x1 `in_proj`
-        convolutions round differently at other batch sizes (measured at 44 kHz on CPU), which
-        flips near-tied codes; per clip it is the exact math of single-clip `SNAC.encode`, and it
-        costs little next to the encoder.
-        """
-        flat = self.quantize_on_device(self.latents(batch))
+    def submit(self, batch: torch.Tensor, clips: int | None = None) -> Pending:
+        """(rows, L) float32 host tensor, L a multiple of the pad -> pending (clips, tokens) int16
+        for its first `clips` rows (all by default); the other rows are padding."""
+        clips = len(batch) if clips is None else clips
+        flat = self.quantize_on_device(self.latents(batch)[:clips])
         if self.stream is None:
             return Pending(flat)
         with self._on_stream(), torch.inference_mode():
@@ -341,11 +400,14 @@ class BatchEncoder:
 
     @torch.inference_mode()
     def latents(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, L) host tensor -> the encoder's (B, D, L / hop) frames, on the device."""
+        """(rows, L) host tensor -> the encoder's (rows, D, L / hop) frames, on the device."""
         if batch.shape[-1] % self.multiple:
             raise ValueError(f"batch length {batch.shape[-1]} is not a multiple of {self.multiple}")
         with self._on_stream():
-            return self._encoder(batch.to(self.device, non_blocking=True).unsqueeze(1))
+            x = batch.to(self.device, non_blocking=True).unsqueeze(1)
+            if self.device.type == "cuda" and not self.exact:
+                return self._encoder(x)
+            return torch.cat([self._encoder(x[i : i + 1]) for i in range(len(x))])
 
     @torch.inference_mode()
     def quantize_on_device(self, z: torch.Tensor) -> torch.Tensor:
@@ -382,13 +444,52 @@ class BatchEncoder:
         with torch.autocast(self.device.type, dtype=self.autocast):
             return forward(x).float()
 
-    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
-        """Compile (or load from the cache) before real work, for every batch size it will see.
+    def warm_up(self, lengths: Sequence[int] = ()) -> None:
+        """Compile (or load from the cache) before real work: one clip of the pad unit, and on
+        CUDA one full batch per length in `lengths`."""
+        for length in sorted({self.multiple, *lengths}):
+            self.encode(self.staging(1, length), clips=1)
 
-        Dynamic shapes cover every length, but a batch of 1 compiles apart from larger ones.
-        """
-        for clips in sorted(set(batch_sizes)):
-            self.encode(self.staging(clips, self.multiple))
+
+def probe_clips(arch: Any) -> list[torch.Tensor]:
+    """Bundled speech the start-up check encodes: one pad unit plus one sample (the padded tail
+    of a 2-unit clip) and ~2.3 s, at the codec rate. Not the calibration's own clips."""
+    rate, unit = arch["sampling_rate"], pad_multiple(arch)
+    speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
+    start = 9 * rate  # past the 8 s the random weights are calibrated on
+    longer = (int(2.3 * rate) // unit) * unit - 7
+    return [speech[start : start + unit + 1].clone(), speech[start + rate : start + rate + longer].clone()]
+
+
+def self_check(encoder: BatchEncoder, reference: Reference, clips: Sequence[torch.Tensor]) -> str | None:
+    """None if the encoder's fast path gives the reference's encoder frames bit for bit and the
+    same tokens on `clips`, else what differed.
+
+    Frames, not only tokens: a path that rounds differently can still agree on a short probe's
+    tokens, and then flip one in a thousand on real data. On CUDA each clip goes in a full batch
+    among other clips, as real batches do.
+    """
+    for clip in clips:
+        length = padded_length(len(clip), encoder.multiple)
+        batch = encoder.staging(1, length)
+        batch[0, : len(clip)] = clip
+        if len(batch) > 1:  # company for the clip: itself reversed and scaled
+            batch[1:, : len(clip)] = 0.5 * clip.flip(0)
+        with torch.inference_mode():
+            frames = encoder.latents(batch)[:1]
+            got = encoder.quantize(frames)[0]
+            want_frames = reference.latents(clip)
+        want = reference.tokens(clip)
+        seconds = len(clip) / encoder.arch["sampling_rate"]
+        if not torch.equal(frames[0], want_frames):
+            worst = (frames[0].float() - want_frames.float()).abs().max().item()
+            return (
+                f"{encoder.path} encoder frames of a {seconds:.2f} s probe differ from SNAC.encode's "
+                f"(max |diff| {worst:.3g}); {int((got != want).sum())} of {want.size} tokens differ"
+            )
+        if not np.array_equal(got, want):
+            return f"{int((got != want).sum())} of {want.size} tokens of a {seconds:.2f} s probe differ"
+    return None
 
 
 @dataclass

@@ -93,8 +93,9 @@ class RuntimeConfig:
     cache_dir: str = "~/.cache/snactok"
     # null or bf16: convolutions in bfloat16 on the device. CHANGES TOKENS; quantizer stays fp32.
     autocast: str | None = None
-    # TF32 convolutions and matmuls on CUDA. CHANGES TOKENS; off matches fp32 encode.
-    tf32: bool = False
+    # CUDA TF32. null = torch's defaults, which the reference (single-clip SNAC.encode) runs:
+    # TF32 in cuDNN convolutions, none in matmuls. true/false set both, and CHANGE TOKENS.
+    tf32: bool | None = None
     # null (a new run; its dir must not hold one), a run dir to continue, or `auto`: continue the
     # run in this job's own dir if there is one with the same fingerprint (Slurm requeues).
     resume: str | None = None
@@ -106,8 +107,12 @@ class RuntimeConfig:
     # encode nothing.
     plan: bool = False
     # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
-    # chunks whose stitched tokens equal a whole-clip encode. null = never chunk.
-    max_chunk_seconds: float | None = 30.0
+    # chunks, to bound memory. Exact only where the kernels' rounding does not depend on the
+    # length (docs/reliability.md); the verifier reports it. null = never chunk.
+    max_chunk_seconds: float | None = 120.0
+    # Share of rows (0..1) encoded again by single-clip SNAC.encode and compared token by token;
+    # picked by row index, so a resume checks the same rows. 0 = none.
+    verify_fraction: float = 0.01
     # Seconds; longer clips are rejected as too_long. null = no limit.
     max_duration: float | None = None
     # Samples at the source rate; shorter clips are rejected as too_short.
@@ -118,7 +123,9 @@ class RuntimeConfig:
     read_block_rows: int = 32
     # Seconds between progress lines when stdout is not a terminal.
     progress_interval: float = 5.0
-    # Torch intra-op threads per CPU device worker; null = cores / CPU workers.
+    # Kept for old command lines; it does not change encoding. CPU tokens are always computed with
+    # codec.CPU_THREADS (2) torch threads, since oneDNN rounds differently at other counts. For
+    # more cores, add CPU workers: devices=[cpu,cpu,...].
     cpu_threads: int | None = None
     seed: int = 0
 
@@ -240,6 +247,9 @@ def check_config(cfg: DictConfig) -> None:
     )
     _require(rt.autocast in AUTOCAST_CHOICES, "runtime.autocast", rt.autocast, list(AUTOCAST_CHOICES))
     _require(rt.queue_samples >= 1, "runtime.queue_samples", rt.queue_samples, "an integer >= 1")
+    _require(
+        0 <= rt.verify_fraction <= 1, "runtime.verify_fraction", rt.verify_fraction, "a share in 0..1"
+    )
     _require(rt.min_samples >= 1, "runtime.min_samples", rt.min_samples, "an integer >= 1")
     _require(rt.read_block_rows >= 1, "runtime.read_block_rows", rt.read_block_rows, "an integer >= 1")
     _require(rt.num_jobs >= 1, "runtime.num_jobs", rt.num_jobs, "an integer >= 1")

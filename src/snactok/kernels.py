@@ -2,18 +2,17 @@
 
 Plain `torch.compile(model.encoder)` changes tokens. Inductor inlines its own `sin` (Sleef), which
 differs from eager's (MKL VML on CPU) in the last bit for ~21% of inputs; on calibrated speech that
-flipped ~4% of tokens. The rewrites below keep every rounding step of eager:
+flipped ~4% of tokens. The rewrites keep every rounding step of eager:
 
-- Snake calls `sin` as an opaque op, so the compiled graph runs eager's kernel; the five other
-  eager passes of the activation fuse into two.
-- On CPU, a depthwise convolution becomes its taps as shifted multiply-adds, in the order of the
-  native kernel (bias first, then tap 0..k-1, each product rounded, no FMA), which inductor fuses
-  into one pass. The native grouped convolution loops over channels; it was ~45% of compiled time.
-  On CUDA the convolution stays as it is: its kernel's order is cuDNN's business.
+- Snake calls `sin` as an opaque op, so the compiled graph runs eager's kernel; the other eager
+  passes of the activation fuse into two.
+- Every convolution stays an aten call, so it runs the kernel eager runs (oneDNN on CPU, cuDNN on
+  CUDA) on the same shapes.
 - The local attention of the 32 and 44.1 kHz models runs eagerly: compiled layer norm and softmax
   reduce in other orders. It works at the latent rate, so it costs little.
 
-`tests/test_codec.py` checks the result token for token against single-clip `SNAC.encode`.
+A worker does not take this on trust: `snactok.codec.self_check` compares the compiled encoder
+with single-clip `SNAC.encode` on probe clips before the first batch, and a mismatch means eager.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from snac.attention import LocalMHA
 from snac.layers import Snake1d
 from torch import nn
@@ -60,29 +58,6 @@ class ExactSnake(nn.Module):
         return x.reshape(shape)
 
 
-class TapsDepthwiseConv1d(nn.Module):
-    """A stride-1 depthwise `Conv1d` as the native CPU kernel computes it, tap by tap."""
-
-    def __init__(self, conv: nn.Conv1d):
-        super().__init__()
-        self.taps = conv.kernel_size[0]
-        self.dilation = conv.dilation[0]
-        self.padding = conv.padding[0]
-        self.register_buffer("weight", conv.weight.detach()[:, 0, :, None].clone())  # (C, K, 1)
-        bias = conv.bias.detach()[:, None].clone() if conv.bias is not None else None
-        self.register_buffer("bias", bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        span = self.dilation * (self.taps - 1)
-        length = x.shape[-1] + 2 * self.padding - span
-        padded = F.pad(x, (self.padding, self.padding))
-        y = self.bias
-        for k in range(self.taps):
-            tap = self.weight[:, k] * padded[..., k * self.dilation : k * self.dilation + length]
-            y = tap if y is None else y + tap
-        return y
-
-
 class EagerAttention(nn.Module):
     """Runs the wrapped attention outside the compiled graph."""
 
@@ -95,34 +70,19 @@ class EagerAttention(nn.Module):
         return self.attention(x)
 
 
-def _is_depthwise(module: nn.Module) -> bool:
-    return (
-        isinstance(module, nn.Conv1d)
-        and module.groups == module.in_channels == module.out_channels
-        and module.stride == (1,)
-        and module.padding_mode == "zeros"
-        and isinstance(module.padding, tuple)
-    )
-
-
-def make_exact_for_compile(module: nn.Module, device: torch.device) -> int:
-    """Swap layers in place for their exact, fusable forms; return how many were swapped.
-
-    Call after weight norm is folded: the depthwise rewrite copies plain weights.
-    """
+def make_exact_for_compile(module: nn.Module) -> int:
+    """Swap layers in place for their exact, fusable forms; return how many were swapped."""
     swapped = 0
     for name, child in module.named_children():
         if isinstance(child, Snake1d):
             new: nn.Module | None = ExactSnake(child.alpha)
-        elif device.type == "cpu" and _is_depthwise(child):
-            new = TapsDepthwiseConv1d(child)
         elif isinstance(child, LocalMHA):
             new = EagerAttention(child)
         else:
             new = None
-            swapped += make_exact_for_compile(child, device)
+            swapped += make_exact_for_compile(child)
         if new is not None:
-            setattr(module, name, new.to(device))
+            setattr(module, name, new)
             swapped += 1
     return swapped
 
@@ -172,9 +132,9 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha256(f"{platform.machine()} {flags}".encode()).hexdigest()[:16]
 
 
-def compile_encoder(encoder: nn.Module, device: torch.device) -> Any:
+def compile_encoder(encoder: nn.Module) -> Any:
     """The encoder rewritten for exact fusion and wrapped in `torch.compile` (lazy: compiles on
     first call). Dynamic shapes, so clip lengths do not each trigger a compile."""
-    swapped = make_exact_for_compile(encoder, device)
+    swapped = make_exact_for_compile(encoder)
     log.debug("rewrote %d encoder layers for exact compilation", swapped)
     return torch.compile(encoder, dynamic=True)

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from snactok.chunks import overlap_for, receptive_field
 from snactok.codec import (
+    CPU_THREADS,
     RANDOM,
     Weights,
     pad_multiple,
@@ -242,6 +243,8 @@ class UnitState:
     expected: int | None = None  # rows in the unit; a streamed shard's count comes when read
     audio_seconds: float = 0.0
     tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
+    verify: Counter[str] = field(default_factory=Counter)  # clips, tokens, equal
+    mismatched: list[dict] = field(default_factory=list)  # verified rows with a differing token
 
 
 class Collector:
@@ -279,6 +282,7 @@ class Collector:
         self.rows_done = 0  # by this attempt
         self.timing: dict[str, float] = {}  # seconds since the run started
         self.peak_rss: dict[str, float] = {}  # process -> MiB
+        self.workers: dict[str, dict] = {}  # rank -> encode path, start-up check, verify seconds
 
     def _columns(self, src: Source) -> Columns:
         # ids are row indices without an id column (`<shard>/<row>` strings for streamed shards of
@@ -298,9 +302,14 @@ class Collector:
     def elapsed(self) -> float:
         return round(time.monotonic() - self.t0, 3)
 
-    def add_batch(self, keys: list, codes: np.ndarray, length: int) -> None:
+    def add_batch(
+        self, keys: list, codes: np.ndarray, length: int, checks: list[tuple[int, int, int]] = ()
+    ) -> None:
         self.timing.setdefault("first_tokens", self.elapsed())
         lengths = tuple(token_lengths(length, self.arch))
+        for position, tokens, equal in checks:  # before the rows: the last row may commit the unit
+            unit, row, meta = keys[position]
+            self._verified(unit, row, meta["id"], tokens, equal)
         for (unit, row, meta), row_codes in zip(keys, codes, strict=True):
             state = self.state[unit]
             # a copy, so the batch's array can go once each row has its own
@@ -308,6 +317,38 @@ class Collector:
             state.audio_seconds += meta["duration"]
             state.tokens.update(dict(enumerate(lengths)))
             self._row_done(unit)
+
+    def _verified(self, unit: int, row: int, row_id: Any, tokens: int, equal: int) -> None:
+        state = self.state[unit]
+        state.verify.update(clips=1, tokens=tokens, equal=equal)
+        if equal < tokens:
+            state.mismatched.append({"row": row, "id": row_id, "tokens": tokens, "differ": tokens - equal})
+            log.warning(
+                "verify: row %d (id %r) of unit %s: %d of %d tokens differ from single-clip "
+                "SNAC.encode on this machine (docs/reliability.md)",
+                row,
+                row_id,
+                self.units[unit].name,
+                tokens - equal,
+                tokens,
+            )
+
+    def verification(self) -> dict[str, Any]:
+        """Totals of the verified sample over every committed unit, earlier attempts' included."""
+        totals: Counter[str] = Counter()
+        mismatched = []
+        for record in self.committed:
+            check = record.get("verify") or {}
+            totals.update({k: check.get(k, 0) for k in ("clips", "tokens", "equal")})
+            mismatched += [{"unit": record["unit"], **m} for m in check.get("mismatched", [])]
+        tokens = totals["tokens"]
+        return {
+            "clips": totals["clips"],
+            "tokens": tokens,
+            "tokens_equal": totals["equal"],
+            "fraction_equal": round(totals["equal"] / tokens, 6) if tokens else None,
+            "mismatched_rows": mismatched,
+        }
 
     def add_reject(self, unit: int, row: int, row_id: Any, reason: str, detail: str) -> None:
         src = self.sources[self.units[unit].source]
@@ -373,6 +414,13 @@ class Collector:
             "files": files,
             "tokens_per_layer": [state.tokens[i] for i in range(len(self.arch["vq_strides"]))],
             "audio_seconds": round(state.audio_seconds, 3),
+            # rows encoded again by single-clip SNAC.encode (runtime.verify_fraction)
+            "verify": {
+                "clips": state.verify["clips"],
+                "tokens": state.verify["tokens"],
+                "equal": state.verify["equal"],
+                "mismatched": state.mismatched,
+            },
         }
         try:
             self.manifest.append(record)
@@ -415,6 +463,8 @@ class Collector:
             "wall_seconds": round(wall, 3),
             "audio_seconds_per_second": round(audio_now / max(wall, 1e-9), 3),
             "random_weights": self.weights.kind == RANDOM,
+            "verify": self.verification(),
+            "workers": dict(sorted(self.workers.items())),
             "seconds_to": self.timing,
             "peak_rss_mb": {"main": peak_rss_mb(), **dict(sorted(self.peak_rss.items()))},
         }
@@ -428,6 +478,7 @@ class Collector:
             wall,
             summary["audio_seconds_per_second"],
         )
+        log_verification(summary["verify"])
         return summary
 
     def _bytes_by_format(self) -> dict[str, int]:
@@ -440,6 +491,33 @@ class Collector:
     def close(self) -> None:
         self.manifest.close()
         self.rejects.close()
+
+
+def log_verification(verify: dict[str, Any]) -> None:
+    """The run's last word on fidelity: how many verified clips, and what share of their tokens
+    equal single-clip SNAC.encode; below 100% it is a warning that names the rows."""
+    if not verify["clips"]:
+        log.info("verified 0 clips (runtime.verify_fraction picked none of the rows encoded)")
+        return
+    pct = 100 * verify["tokens_equal"] / verify["tokens"]
+    line = (
+        f"verified {verify['clips']} clips: {pct:.3f}% of tokens equal single-clip SNAC.encode "
+        f"({verify['tokens_equal']} of {verify['tokens']})"
+    )
+    if verify["tokens_equal"] == verify["tokens"]:
+        log.info("%s", line)
+        return
+    rows = ", ".join(
+        f"unit {m['unit']} row {m['row']} (id {m['id']!r}): {m['differ']}"
+        for m in verify["mismatched_rows"][:20]
+    )
+    more = len(verify["mismatched_rows"]) - 20
+    log.warning(
+        "%s. NOT ALL EQUAL on this machine; rows with differing tokens: %s%s",
+        line,
+        rows,
+        f" and {more} more (manifest.jsonl)" if more > 0 else "",
+    )
 
 
 def _execute(
@@ -468,8 +546,14 @@ def _execute(
     device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
     todo = [u for u in units if u.index in collector.state]
     blocks = read_blocks(todo, rt["read_block_rows"])
-    cpu_workers = sum(d == "cpu" for d in devices)
-    threads = rt["cpu_threads"] or max(1, usable_cores() // max(cpu_workers, 1))
+    if rt["cpu_threads"] is not None and rt["cpu_threads"] != CPU_THREADS:
+        log.warning(
+            "runtime.cpu_threads=%s does not change encoding: CPU tokens are computed with %d "
+            "torch threads per process, whatever the setting, so that they never depend on it "
+            "(docs/reliability.md). For more cores, add CPU workers: runtime.devices=[cpu,cpu,...]",
+            rt["cpu_threads"],
+            CPU_THREADS,
+        )
     procs: dict[str, Any] = {}
     for rank, device in enumerate(devices):
         batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[device.split(":")[0]]
@@ -481,7 +565,6 @@ def _execute(
             rt["seed"],
             batch_samples,
             max(batch_samples, rt["queue_samples"] // (2 * len(devices))),
-            threads,
             compile=rt["compile"],
             cache_dir=rt["cache_dir"],
             autocast=rt["autocast"],
@@ -497,7 +580,13 @@ def _execute(
         )
     for rank in range(num_readers):
         plan = ReaderPlan(
-            rank, sources, blocks, codec["arch"]["sampling_rate"], rt["min_samples"], rt["max_duration"]
+            rank,
+            sources,
+            blocks,
+            codec["arch"]["sampling_rate"],
+            rt["min_samples"],
+            rt["max_duration"],
+            rt["verify_fraction"],
         )
         procs[f"reader {rank}"] = ctx.Process(
             target=reader_main,
@@ -640,24 +729,47 @@ def _handle(msg: tuple, collector: Collector) -> int:
     """Apply one child message; return 1 when it says a device worker has finished."""
     kind = msg[0]
     if kind == "batch":
-        collector.add_batch(msg[2], msg[3], msg[4])
+        collector.add_batch(msg[2], msg[3], msg[4], msg[5])
     elif kind == "reject":
         collector.add_reject(*msg[1:])
     elif kind == "unit_read":
         collector.unit_read(msg[1], msg[2])
     elif kind == "worker_ready":
-        _, rank, seconds, compiled = msg
+        _, rank, seconds, path, check = msg
         collector.timing.setdefault("first_worker_ready", collector.elapsed())
-        log.info(
-            "device worker %d ready in %.1f s (%s)", rank, seconds, "compiled" if compiled else "eager"
-        )
+        collector.workers[str(rank)] = {"path": path, "startup_check": check}
+        _log_ready(rank, seconds, path, check)
     elif kind == "peak_rss":
         collector.peak_rss[msg[1]] = msg[2]
     elif kind == "warning":
         log.warning("%s", msg[1])
     elif kind == "error":
         raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
+    elif kind == "worker_done":
+        collector.workers.setdefault(str(msg[1]), {})["verify_seconds"] = msg[2]
     return int(kind == "worker_done")
+
+
+def _log_ready(rank: int, seconds: float, path: str, check: dict[str, Any]) -> None:
+    if check["passed"] is None:
+        log.info("device worker %d ready in %.1f s (%s; %s)", rank, seconds, path, check["why"])
+    elif check["passed"] and not check["failed"]:
+        log.info(
+            "device worker %d ready in %.1f s (%s; start-up check: its encoder frames and tokens "
+            "equal single-clip SNAC.encode on the probe clips)",
+            rank,
+            seconds,
+            path,
+        )
+    else:
+        log.warning(
+            "device worker %d ready in %.1f s, encoding with the %s path: the faster path gave "
+            "other bits than single-clip SNAC.encode on the probe clips (%s)",
+            rank,
+            seconds,
+            path,
+            "; ".join(check["failed"]),
+        )
 
 
 @dataclass

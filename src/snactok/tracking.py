@@ -111,6 +111,9 @@ class Tracker:
             "queue_fill": queue_fill,
         }
         snapshot |= {f"rejected/{k}": v for k, v in sorted(collector.reasons.items())}
+        verify = collector.verification()
+        snapshot["verify/clips"] = verify["clips"]
+        snapshot["verify/tokens_equal_pct"] = _pct(verify["tokens_equal"], verify["tokens"])
         for i in range(devices):
             snapshot[f"device/{i}/audio_seconds_per_second"] = device_stats[3 * i + 1] / elapsed
             snapshot[f"device/{i}/items_per_second"] = device_stats[3 * i] / elapsed
@@ -127,6 +130,9 @@ class Tracker:
             "shard/compression_vs_pcm16": pcm16 / record["bytes"] if record["bytes"] else None,
         }
         fields |= {f"shard/tokens_layer_{n}": t for n, t in enumerate(record["tokens_per_layer"], 1)}
+        verify = record.get("verify") or {}
+        fields["shard/verified_clips"] = verify.get("clips", 0)
+        fields["shard/verified_tokens_equal_pct"] = _pct(verify.get("equal", 0), verify.get("tokens", 0))
         self._log("shard", fields | {"shard/file": record["file"]})
 
     def _log(self, kind: str, fields: dict[str, Any]) -> None:
@@ -148,6 +154,11 @@ class Tracker:
                     "real_time_factor": summary["audio_seconds_per_second"],
                     "wall_seconds": summary["wall_seconds"],
                     "units": summary["units"],
+                    "verify/clips": summary["verify"]["clips"],
+                    "verify/tokens": summary["verify"]["tokens"],
+                    "verify/tokens_equal_pct": _pct(
+                        summary["verify"]["tokens_equal"], summary["verify"]["tokens"]
+                    ),
                 } | {f"rejected/{k}": v for k, v in summary["rejected_by_reason"].items()}
                 self._wandb_call("summary", totals)
                 self._wandb_call("log", {"shards": self._shard_table(committed)})
@@ -266,3 +277,7 @@ class SweepSummary(Callback):
         (sweep_dir / "sweep_summary.md").write_text(table + "\n")
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
         print(f"sweep summary ({sweep_dir / 'sweep_summary.md'}):\n{table}", flush=True)
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 4) if whole else None

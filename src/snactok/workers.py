@@ -2,8 +2,9 @@
 
 Readers take blocks of rows from a shared counter, so every reader stays busy even on one unit.
 Clips travel to the device workers as float32 tensors in shared memory. A sample budget bounds
-what is decoded but not yet encoded; a worker batches only clips of one padded length, so each
-batch does exactly the math of encoding every clip alone.
+what is decoded but not yet encoded. A worker groups clips of one padded length, checks its fast
+path against single-clip `SNAC.encode` before the first batch (`startup_check`), and encodes a
+deterministic sample of rows again by that reference method (`chosen_for_verify`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from snactok.chunks import encode_in_parts, plan_parts
 from snactok.codec import (
     BatchEncoder,
     Pending,
+    Reference,
     Weights,
     load_model,
     pad_multiple,
     padded_length,
     prepare_device,
-    use_thread_invariant_cpu_kernels,
+    probe_clips,
+    self_check,
+    set_cpu_numerics,
 )
 
 POLL_SECONDS = 0.5
@@ -77,10 +81,21 @@ class Clip:
     row: int  # row index within the source
     meta: dict[str, Any]  # id, text, speaker, duration
     wave: torch.Tensor  # mono float32 at the codec rate, in shared memory once queued
+    verify: bool = False  # encode it again with the reference method and compare
 
     @property
     def samples(self) -> int:
         return self.wave.shape[0]
+
+
+def chosen_for_verify(source: int, row: int, fraction: float) -> bool:
+    """The deterministic sample `runtime.verify_fraction` picks: by source and row index only, so
+    a resumed or re-split run checks the same rows. A multiplicative hash spreads the picks
+    evenly through the data (every 100th row would beat with periodic datasets)."""
+    if fraction <= 0:
+        return False
+    h = ((row + 1) * 0x9E3779B1 + source * 0x85EBCA77) & 0xFFFFFFFF
+    return h < fraction * 2**32
 
 
 @dataclass
@@ -92,6 +107,7 @@ class ReaderPlan:
     sample_rate: int
     min_samples: int
     max_duration: float | None
+    verify_fraction: float = 0.0
 
 
 def reader_main(
@@ -123,7 +139,7 @@ def reader_main(
             rows = 0
             for index, row in plan.sources[src_index].read(start, stop_row, shard):
                 rows += 1
-                clip = _read_row(row, unit, index, plan, resample, results)
+                clip = _read_row(row, unit, src_index, index, plan, resample, results)
                 if clip is None:
                     continue
                 if not budget.acquire(clip.samples, stop):
@@ -144,7 +160,13 @@ def reader_main(
 
 
 def _read_row(
-    row: dict, unit: int, index: int, plan: ReaderPlan, resample: Resampler, results: Any
+    row: dict,
+    unit: int,
+    source: int,
+    index: int,
+    plan: ReaderPlan,
+    resample: Resampler,
+    results: Any,
 ) -> Clip | None:
     try:
         text = row["text"]
@@ -163,7 +185,8 @@ def _read_row(
         "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
         "duration": round(audio.shape[0] / rate, 6),
     }
-    return Clip(unit, index, meta, wave)
+    verify = chosen_for_verify(source, index, plan.verify_fraction)
+    return Clip(unit, index, meta, wave, verify)
 
 
 def _row_id(row: dict) -> Any:
@@ -180,11 +203,10 @@ class DevicePlan:
     seed: int
     batch_samples: int
     pool_samples: int  # flush the fullest bucket when this worker holds more
-    cpu_threads: int | None
     compile: bool = False
     cache_dir: str | None = None  # inductor/ under it keeps compiled kernels across runs
     autocast: str | None = None
-    tf32: bool = False
+    tf32: bool | None = None  # None: torch's defaults (the reference's)
     chunk_samples: int | None = None  # longer clips go in overlapping parts; None: never
     overlap_samples: int = 0  # context each side of a part's kept span (snactok.chunks)
 
@@ -203,20 +225,47 @@ def device_main(
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
             remember_isa_probes(cache)
         t0 = time.monotonic()
-        device = prepare_device(plan.device, plan.cpu_threads, plan.tf32)
+        device = prepare_device(plan.device, plan.tf32)
         model = load_model(plan.weights, plan.arch, plan.seed)
-        encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast)
-        multiple = pad_multiple(plan.arch)
-        encoder.warm_up((1, 2) if plan.batch_samples >= 2 * multiple else (1,))
-        loop = DeviceLoop(plan, encoder, results, budget, stats)
+        reference = Reference(load_model(plan.weights, plan.arch, plan.seed, fold=False), device)
+        encoder = BatchEncoder(
+            model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples
+        )
+        encoder.warm_up()
+        check = startup_check(encoder, reference)
+        loop = DeviceLoop(plan, encoder, results, budget, stats, reference)
         loop.report_fallback()
-        results.put(("worker_ready", plan.rank, round(time.monotonic() - t0, 2), encoder.compiled))
+        seconds = round(time.monotonic() - t0, 2)
+        results.put(("worker_ready", plan.rank, seconds, encoder.path, check))
         loop.run(work, stop)
         results.put(("peak_rss", name, peak_rss_mb()))
-        results.put(("worker_done", plan.rank))
+        results.put(("worker_done", plan.rank, round(loop.verify_seconds, 3)))
     except Exception:
         results.put(("error", name, traceback.format_exc()))
         raise
+
+
+def startup_check(encoder: BatchEncoder, reference: Reference) -> dict[str, Any]:
+    """Check the fast path against the reference on probe clips; step down until one passes.
+
+    Compiled, then eager, then exact (the reference model itself, one clip at a time, which is
+    the reference by construction). Returns what was checked and, when a path failed, why.
+    """
+    if encoder.autocast is not None:
+        return {"passed": None, "why": "autocast changes tokens by design; the verifier measures it"}
+    probes = probe_clips(encoder.arch)
+    failures = []
+    while True:
+        why = self_check(encoder, reference, probes)
+        if why is None:
+            return {"passed": True, "path": encoder.path, "failed": failures}
+        failures.append(f"{encoder.path}: {why}")
+        if encoder.compiled:
+            encoder.compiled = False
+            encoder._forward = encoder.model.encoder
+        else:
+            encoder.use_exact(reference)
+            return {"passed": False, "path": encoder.path, "failed": failures}
 
 
 class DeviceLoop:
@@ -233,10 +282,18 @@ class DeviceLoop:
     """
 
     def __init__(
-        self, plan: DevicePlan, encoder: BatchEncoder, results: Any, budget: Budget, stats: Any
+        self,
+        plan: DevicePlan,
+        encoder: BatchEncoder,
+        results: Any,
+        budget: Budget,
+        stats: Any,
+        reference: Reference | None = None,
     ):
         self.plan = plan
         self.encoder = encoder
+        self.reference = reference
+        self.verify_seconds = 0.0
         self.results = results
         self.budget = budget
         self.stats = stats
@@ -297,7 +354,8 @@ class DeviceLoop:
                     return
                 per_batch = 1
         key = (clip.unit, clip.row, clip.meta)
-        self.results.put(("batch", self.plan.rank, [key], codes[None], parts[-1].stop))
+        checks = self.verify([clip], codes[None])
+        self.results.put(("batch", self.plan.rank, [key], codes[None], parts[-1].stop, checks))
         self._done([clip])
         self.report_fallback()
 
@@ -314,6 +372,7 @@ class DeviceLoop:
                     torch.cuda.empty_cache()
                 if len(part) > 1:
                     self.batch_samples = (len(part) + 1) // 2 * length
+                    self.encoder.batch_samples = self.batch_samples
                     self.results.put(
                         (
                             "warning",
@@ -334,7 +393,7 @@ class DeviceLoop:
         batch = self.encoder.staging(len(clips), length)
         for i, clip in enumerate(clips):
             batch[i, : clip.samples] = clip.wave
-        pending = self.encoder.submit(batch)
+        pending = self.encoder.submit(batch, len(clips))
         self.drain()  # the previous batch, while this one runs
         self.in_flight = (clips, length, pending)
 
@@ -345,9 +404,30 @@ class DeviceLoop:
         self.in_flight = None
         codes = pending.result()
         keys = [(c.unit, c.row, c.meta) for c in clips]
-        self.results.put(("batch", self.plan.rank, keys, codes, length))
+        checks = self.verify(clips, codes)
+        self.results.put(("batch", self.plan.rank, keys, codes, length, checks))
         self._done(clips)
         self.report_fallback()
+
+    def verify(self, clips: list[Clip], codes: Any) -> list[tuple[int, int, int]]:
+        """(position in the batch, tokens, tokens equal) for each clip chosen for verification:
+        its wave encoded again by the reference method, whole, one clip alone."""
+        chosen = [i for i, c in enumerate(clips) if c.verify]
+        if not chosen or self.reference is None:
+            return []
+        t0 = time.monotonic()
+        checks = []
+        for i in chosen:
+            try:
+                want = self.reference.tokens(clips[i].wave)
+            except torch.OutOfMemoryError:  # the whole clip alone does not fit: not verified
+                if self.device_is_cuda:
+                    torch.cuda.empty_cache()
+                continue
+            same = int((codes[i] == want).sum()) if codes[i].shape == want.shape else 0
+            checks.append((i, int(want.size), same))
+        self.verify_seconds += time.monotonic() - t0
+        return checks
 
     def report_fallback(self) -> None:
         """Tell the main process, once, that compiling failed and the encoder runs eagerly."""
@@ -395,10 +475,8 @@ def peak_rss_mb() -> float:
 def _child_setup() -> None:
     _leave_signals_to_the_main_process()
     _die_with_the_main_process()
-    # Readers and CPU workers share few cores; the parent sets threads for device workers.
-    torch.set_num_threads(1)
-    # Resampling and CPU encoding then give the same bits in every process, whatever its threads.
-    use_thread_invariant_cpu_kernels()
+    # Resampling and encoding run torch at the thread count tokens are defined at (codec.py).
+    set_cpu_numerics()
     _raise_open_file_limit()
 
 

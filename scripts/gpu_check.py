@@ -1,0 +1,153 @@
+"""The token contract and speed on a CUDA GPU, in one run (`python scripts/gpu_check.py`).
+
+    python scripts/gpu_check.py                          # random calibrated snac_24khz weights
+    python scripts/gpu_check.py --codec snac_44khz --weights /models/snac_44khz
+
+Reports, against the reference (single-clip `SNAC.encode`, eager, torch's defaults on the GPU):
+  1. the reference against itself over repeated calls (TorchScript's profiling executor may fuse
+     Snake after the first calls);
+  2. parity of the pipeline's fast path: fixed-shape batches, eager and compiled, and the start-up
+     check's verdict;
+  3. determinism across batch compositions (the same clips in other company and order);
+  4. model-alone throughput, eager, compiled and bf16 autocast, with bf16's token agreement;
+  5. one end-to-end `encode.py` run on the demo set with every row verified.
+Nothing is asserted: it prints what it measures, for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--codec", default="snac_24khz")
+    p.add_argument("--weights", help="a dir with config.json + pytorch_model.bin; default: random")
+    p.add_argument("--device", default="cuda:0")
+    p.add_argument("--seconds", type=float, default=240.0, help="audio for the throughput runs")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible: run this on a GPU machine")
+
+    from omegaconf import OmegaConf
+
+    from snactok.codec import (
+        BatchEncoder,
+        Reference,
+        Weights,
+        calibration_audio,
+        load_model,
+        prepare_device,
+        probe_clips,
+        random_weights_dir,
+        self_check,
+    )
+    from snactok.pipeline import DEFAULT_BATCH_SAMPLES
+
+    arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)
+    wdir = Path(args.weights) if args.weights else random_weights_dir(
+        arch, 0, Path("~/.cache/snactok/random_weights").expanduser()
+    )
+    weights = Weights("local", str(wdir), str(wdir))
+    device = prepare_device(args.device)
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, weights {wdir}")
+    print(f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} matmul.allow_tf32="
+          f"{torch.backends.cuda.matmul.allow_tf32} (torch's defaults, kept)")
+    rate = arch["sampling_rate"]
+    speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
+    rng = np.random.default_rng(0)
+    clips = []
+    for n in rng.integers(int(0.2 * rate), int(6 * rate), 40):
+        start = int(rng.integers(0, len(speech) - n))
+        clips.append(speech[start : start + n].clone() * float(rng.uniform(0.3, 2.0)))
+
+    reference = Reference(load_model(weights, arch, fold=False), device)
+    first = [reference.tokens(c) for c in clips[:8]]
+    again = [reference.tokens(c) for c in clips[:8]]
+    print("1. reference, first vs later calls:", share(again, first))
+    want = [reference.tokens(c) for c in clips]
+
+    batch_samples = DEFAULT_BATCH_SAMPLES["cuda"]
+    for compiled in (False, True):
+        enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, None, batch_samples)
+        enc.warm_up()
+        verdict = self_check(enc, reference, probe_clips(arch))
+        got = encode_all(enc, clips, order=range(len(clips)))
+        shuffled = encode_all(enc, clips, order=rng.permutation(len(clips)))
+        name = "compiled" if compiled else "eager"
+        print(f"2. {name} fixed-shape batches vs reference: {share(got, want)}; "
+              f"start-up check: {verdict or 'passed'}")
+        print(f"3. {name}, other company and order vs first order: {share(shuffled, got)}")
+
+    long = [speech[: int(5 * rate)].clone() for _ in range(max(1, int(args.seconds / 5)))]
+    ref_rate = throughput(lambda: [reference.tokens(c) for c in long], len(long) * 5.0)
+    print(f"4. reference (batch 1, eager): {ref_rate:.0f}x real time")
+    for compiled, autocast in ((False, None), (True, None), (True, "bf16")):
+        enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, autocast, batch_samples)
+        enc.warm_up()
+        r = throughput(lambda enc=enc: encode_all(enc, long, range(len(long))), len(long) * 5.0)
+        extra = ""
+        if autocast:
+            extra = f"; tokens vs fp32 reference: {share(encode_all(enc, clips, range(len(clips))), want)}"
+        print(f"   fast path {'compiled' if compiled else 'eager'}{' bf16' if autocast else ''}: "
+              f"{r:.0f}x real time ({r / ref_rate:.1f}x the reference){extra}")
+
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, str(REPO / "encode.py"), "dataset=demo", f"codec={args.codec}",
+               f"codec.weights={wdir}", f"runtime.devices=[{args.device}]", "runtime.verify_fraction=1",
+               "wandb.mode=disabled", f"hydra.run.dir={out}"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "verified" in ln or "ready" in ln]
+        print(f"5. encode.py on the demo set: rc={proc.returncode} in {time.perf_counter() - t:.0f} s")
+        for line in lines:
+            print("   " + line.split(" - ", 1)[-1])
+
+
+def encode_all(enc, clips, order) -> list[np.ndarray]:
+    """Clips grouped by padded length in the given order, as a worker groups them."""
+    from snactok.codec import padded_length
+
+    out: list = [None] * len(clips)
+    buckets: dict[int, list[int]] = {}
+    for i in order:
+        buckets.setdefault(padded_length(len(clips[i]), enc.multiple), []).append(int(i))
+    for length, members in buckets.items():
+        per = max(1, enc.batch_samples // length)
+        for k in range(0, len(members), per):
+            part = members[k : k + per]
+            batch = enc.staging(len(part), length)
+            for row, i in enumerate(part):
+                batch[row, : len(clips[i])] = clips[i]
+            for row, codes in zip(part, enc.encode(batch, len(part)), strict=True):
+                out[row] = codes.copy()
+    return out
+
+
+def share(got: list[np.ndarray], want: list[np.ndarray]) -> str:
+    same = sum(int((g == w).sum()) for g, w in zip(got, want, strict=True))
+    total = sum(w.size for w in want)
+    return f"{100 * same / total:.3f}% of {total} tokens equal"
+
+
+def throughput(fn, audio_seconds: float) -> float:
+    fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return audio_seconds / (time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    main()
