@@ -55,14 +55,18 @@ def main() -> None:
     from snactok.pipeline import DEFAULT_BATCH_SAMPLES
 
     arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)
-    wdir = Path(args.weights) if args.weights else random_weights_dir(
-        arch, 0, Path("~/.cache/snactok/random_weights").expanduser()
+    wdir = (
+        Path(args.weights)
+        if args.weights
+        else random_weights_dir(arch, 0, Path("~/.cache/snactok/random_weights").expanduser())
     )
     weights = Weights("local", str(wdir), str(wdir))
     device = prepare_device(args.device)
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, weights {wdir}")
-    print(f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} matmul.allow_tf32="
-          f"{torch.backends.cuda.matmul.allow_tf32} (torch's defaults, kept)")
+    print(
+        f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} matmul.allow_tf32="
+        f"{torch.backends.cuda.matmul.allow_tf32} (torch's defaults, kept)"
+    )
     rate = arch["sampling_rate"]
     speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
     rng = np.random.default_rng(0)
@@ -85,8 +89,10 @@ def main() -> None:
         got = encode_all(enc, clips, order=range(len(clips)))
         shuffled = encode_all(enc, clips, order=rng.permutation(len(clips)))
         name = "compiled" if compiled else "eager"
-        print(f"2. {name} fixed-shape batches vs reference: {share(got, want)}; "
-              f"start-up check: {verdict or 'passed'}")
+        print(
+            f"2. {name} fixed-shape batches vs reference: {share(got, want)}; "
+            f"start-up check: {verdict or 'passed'}"
+        )
         print(f"3. {name}, other company and order vs first order: {share(shuffled, got)}")
 
     long = [speech[: int(5 * rate)].clone() for _ in range(max(1, int(args.seconds / 5)))]
@@ -98,17 +104,31 @@ def main() -> None:
         r = throughput(lambda enc=enc: encode_all(enc, long, range(len(long))), len(long) * 5.0)
         extra = ""
         if autocast:
-            extra = f"; tokens vs fp32 reference: {share(encode_all(enc, clips, range(len(clips))), want)}"
-        print(f"   fast path {'compiled' if compiled else 'eager'}{' bf16' if autocast else ''}: "
-              f"{r:.0f}x real time ({r / ref_rate:.1f}x the reference){extra}")
+            extra = (
+                f"; tokens vs fp32 reference: {share(encode_all(enc, clips, range(len(clips))), want)}"
+            )
+        print(
+            f"   fast path {'compiled' if compiled else 'eager'}{' bf16' if autocast else ''}: "
+            f"{r:.0f}x real time ({r / ref_rate:.1f}x the reference){extra}"
+        )
 
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, str(REPO / "encode.py"), "dataset=demo", f"codec={args.codec}",
-               f"codec.weights={wdir}", f"runtime.devices=[{args.device}]", "runtime.verify_fraction=1",
-               "wandb.mode=disabled", f"hydra.run.dir={out}"]
+        cmd = [
+            sys.executable,
+            str(REPO / "encode.py"),
+            "dataset=demo",
+            f"codec={args.codec}",
+            f"codec.weights={wdir}",
+            f"runtime.devices=[{args.device}]",
+            "runtime.verify_fraction=1",
+            "wandb.mode=disabled",
+            f"hydra.run.dir={out}",
+        ]
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "verified" in ln or "ready" in ln]
+        lines = [
+            ln for ln in (proc.stdout + proc.stderr).splitlines() if "verified" in ln or "ready" in ln
+        ]
         print(f"5. encode.py on the demo set: rc={proc.returncode} in {time.perf_counter() - t:.0f} s")
         for line in lines:
             print("   " + line.split(" - ", 1)[-1])

@@ -1,5 +1,12 @@
 """Long clips in overlapping parts: the plan, the stitching, the measured receptive field, and
-stitched tokens equal to whole-clip `SNAC.encode` bit for bit, through the production encoder."""
+stitched encoder frames equal to the whole clip's up to float32 rounding, through the production
+encoder.
+
+Up to rounding, not bit for bit: a kernel may order its sums by the input's length (oneDNN's gemm
+convolutions on AVX2 do), and then a token with a near tie can flip. Those flips are a property of
+the machine, not of the plan; the run's verifier reports them. What the plan must get right is
+the reach: with one window less overlap the seams are wrong by far more than rounding.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from snactok import chunks
 from snactok.audio import Resampler, decode
 from snactok.chunks import (
     Part,
-    encode_in_parts,
+    frames_in_parts,
     overlap_for,
     part_waves,
     plan_parts,
@@ -125,40 +132,46 @@ def _speech(rate: int, num_samples: int) -> torch.Tensor:
     return wave + 1e-3 * torch.randn(num_samples, generator=gen)
 
 
+ROUNDING = 1e-4  # max |difference| / max |frame| that float32 rounding leaves, with margin
+
+
 @pytest.fixture(scope="module")
 def whole_clip(weights_dir):
-    """codec -> (clip, the flat codes of `SNAC.encode` on it whole), computed once per module."""
-    done: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    """codec -> (clip, the encoder frames and flat codes `SNAC.encode` computes on it whole)."""
+    done: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]] = {}
 
-    def get(codec: str) -> tuple[torch.Tensor, np.ndarray]:
+    def get(codec: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         if codec not in done:
             arch = _arch(codec)
             wave = _speech(arch["sampling_rate"], CASES[codec]["clip"])
             reference = SNAC.from_pretrained(str(weights_dir(codec)))  # weight norm unfolded
             with torch.inference_mode():
-                codes = reference.encode(wave.view(1, 1, -1))
-            done[codec] = (wave, torch.cat(codes, dim=1)[0].numpy())
+                frames = reference.encoder(reference.preprocess(wave.view(1, 1, -1)))
+                codes = reference.quantizer(frames)[1]
+            done[codec] = (wave, frames[0], torch.cat(codes, dim=1)[0].numpy())
         return done[codec]
 
     return get
 
 
-def _encode_in_parts(
-    codec: str, weights_dir, wave: torch.Tensor, overlap: int, chunk: int | None = None
-) -> tuple[np.ndarray, int]:
-    """The production path: plan, then `encode_in_parts` with BatchEncoder (eager, equal lengths
-    batched together)."""
+def _frames_in_parts(codec, weights_dir, wave, overlap, chunk=None):
+    """The production path: plan, then `frames_in_parts` with BatchEncoder (eager)."""
     arch = _arch(codec)
     path = str(weights_dir(codec))
     encoder = BatchEncoder(load_model(Weights("local", path, path), arch), torch.device("cpu"), arch)
     parts = plan_parts(len(wave), pad_multiple(arch), chunk or CASES[codec]["chunk"], overlap)
-    return encode_in_parts(encoder, wave, parts, max_batch=len(parts)), len(parts)
+    frames = frames_in_parts(encoder, wave, parts, max_batch=len(parts))
+    return frames, encoder.quantize(frames[None])[0], parts
 
 
-def test_demo_clips_in_1s_chunks_equal_their_whole_clip_encode(weights_dir, rf_cache):
-    """Short real clips in many small parts. Joining each part's tokens got one of these wrong far
-    from any seam (the quantizer rounds differently at another length); joining encoder frames and
-    quantizing once does not."""
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """Per frame: max |difference| over channels, relative to the clip's largest frame value."""
+    return (got - want).abs().amax(dim=0) / want.abs().max()
+
+
+def test_demo_clips_in_1s_chunks_match_their_whole_clip_encode(weights_dir, rf_cache):
+    """Short real clips in many small parts: frames within rounding, and the tokens that decide
+    near ties aside, the same tokens."""
     arch = _arch("snac_24khz")
     reference = SNAC.from_pretrained(str(weights_dir("snac_24khz")))
     overlap = overlap_for(arch, receptive_field(arch, rf_cache))
@@ -166,50 +179,45 @@ def test_demo_clips_in_1s_chunks_equal_their_whole_clip_encode(weights_dir, rf_c
     for name in ("clip_025.flac", "clip_002.mp3", "clip_014.mp3"):
         wave = resample(*decode(str(ROOT / "data" / "demo" / name)))
         with torch.inference_mode():
-            expected = torch.cat(reference.encode(wave.view(1, 1, -1)), dim=1)[0].numpy()
-        got, num_parts = _encode_in_parts("snac_24khz", weights_dir, wave, overlap, chunk=22528)
-        assert num_parts >= 3
-        np.testing.assert_array_equal(got, expected, err_msg=name)
+            want = reference.encoder(reference.preprocess(wave.view(1, 1, -1)))[0]
+            tokens = torch.cat(reference.quantizer(want[None])[1], dim=1)[0].numpy()
+        frames, got, parts = _frames_in_parts("snac_24khz", weights_dir, wave, overlap, chunk=22528)
+        assert len(parts) >= 3
+        assert frames.shape == want.shape
+        assert _relative_error(frames, want).max() < ROUNDING, name
+        assert (got == tokens).mean() > 0.99, name
 
 
 @pytest.mark.parametrize(
     "codec", [pytest.param(c, marks=pytest.mark.slow) if c == "snac_24khz" else c for c in CODECS]
 )
-def test_stitched_parts_equal_the_whole_clip_encode(codec, weights_dir, whole_clip, rf_cache):
+def test_stitched_parts_match_the_whole_clip_encode(codec, weights_dir, whole_clip, rf_cache):
     """The 24 kHz case encodes 2 minutes twice (whole, then in 30 s parts): ~1 min on 2 cores."""
     arch = _arch(codec)
-    wave, expected = whole_clip(codec)
+    wave, want, tokens = whole_clip(codec)
     overlap = overlap_for(arch, receptive_field(arch, rf_cache))
-    got, num_parts = _encode_in_parts(codec, weights_dir, wave, overlap)
-    assert num_parts >= 3
+    frames, got, parts = _frames_in_parts(codec, weights_dir, wave, overlap)
+    assert len(parts) >= 3
     assert len(wave) % pad_multiple(arch) != 0
-    assert got.dtype == np.int16 and got.shape == expected.shape
-    np.testing.assert_array_equal(got, expected, err_msg=f"{codec}: {num_parts} parts")
+    assert got.dtype == np.int16 and got.shape == tokens.shape
+    assert _relative_error(frames, want).max() < ROUNDING, codec
+    assert (got == tokens).mean() > 0.99, codec
 
 
-def test_one_window_less_overlap_changes_tokens(weights_dir, whole_clip, rf_cache):
-    """The check above is not vacuous: at 44.1 kHz one attention window (one pad unit) less than
-    the measured overlap gives wrong tokens (13 of 540 here), all within a pad unit of a seam."""
+def test_one_window_less_overlap_is_wrong_at_the_seams(weights_dir, whole_clip, rf_cache):
+    """The checks above are not vacuous: at 44.1 kHz one attention window (one pad unit) less
+    than the measured overlap puts frames next to each seam far outside rounding."""
     codec = "snac_44khz"
     arch = _arch(codec)
-    wave, expected = whole_clip(codec)
+    wave, want, _ = whole_clip(codec)
     overlap = overlap_for(arch, receptive_field(arch, rf_cache)) - pad_multiple(arch)
-    got, _ = _encode_in_parts(codec, weights_dir, wave, overlap)
-    assert got.shape == expected.shape
-    wrong = np.flatnonzero(got != expected)
-    assert len(wrong) > 0
-    seams = [
-        p.keep_start for p in plan_parts(len(wave), pad_multiple(arch), CASES[codec]["chunk"], overlap)
-    ]
-    where = _token_starts(len(wave), arch)[wrong]
-    assert np.abs(where[:, None] - np.array(seams[1:])[None]).min(axis=1).max() < pad_multiple(arch)
-
-
-def _token_starts(num_samples: int, arch: dict) -> np.ndarray:
-    """The sample where each flat token's span starts, layer after layer."""
-    padded = padded_length(num_samples, pad_multiple(arch))
+    frames, _, parts = _frames_in_parts(codec, weights_dir, wave, overlap)
+    error = _relative_error(frames, want)
     hop = math.prod(arch["encoder_rates"])
-    return np.concatenate([np.arange(0, padded, hop * s) for s in arch["vq_strides"]])
+    wrong = torch.nonzero(error > 100 * ROUNDING)[:, 0].numpy() * hop  # sample where each starts
+    assert len(wrong) > 0
+    seams = np.array([p.keep_start for p in parts[1:]])
+    assert np.abs(wrong[:, None] - seams[None]).min(axis=1).max() < pad_multiple(arch)
 
 
 def test_receptive_field_can_be_measured_from_inside_inference_mode(rf_cache):

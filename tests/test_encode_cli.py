@@ -74,7 +74,8 @@ def test_demo_run_manifest_accounts_for_every_row(demo_run):
     assert all(50 < mb < 8000 for mb in summary["peak_rss_mb"].values())
     assert 0 < summary["seconds_to"]["first_worker_ready"] <= summary["seconds_to"]["first_tokens"]
     log = (demo_run / "encode.log").read_text()
-    assert "device worker 0 ready" in log and "(compiled)" in log
+    assert "device worker 0 ready" in log and "(compiled; start-up check: its encoder frames" in log
+    assert summary["verify"]["clips"] >= 0 and "verified " in log
     assert (demo_run / ".hydra" / "config.yaml").exists()
     assert not list((demo_run / "shards").glob(".*"))  # no temporary files left
 
@@ -91,30 +92,47 @@ def test_demo_tokens_equal_single_clip_encode_of_the_decoded_audio(demo_run, wei
             np.testing.assert_array_equal(row[f"snac_layer_{i}"], layer[0].numpy(), err_msg=row["id"])
 
 
-def test_one_eager_worker_with_batches_writes_byte_identical_shards(demo_run, weights_dir, tmp_path):
-    """Worker count, threads, compile, batch size and chunking all leave the shards' bytes alone.
-
-    1 s chunks cut every demo clip (2-4 s) into 2-5 overlapping parts."""
-    proc = run_cli(
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # one eager worker, one reader, clips grouped many to a batch, one thread asked for
         [
-            "dataset=demo",
-            f"codec.weights={weights_dir('snac_24khz')}",
             "runtime.devices=[cpu]",
             "runtime.num_readers=1",
             "runtime.compile=false",
             "runtime.batch_samples=262144",
-            "runtime.max_chunk_seconds=1",
+            "runtime.cpu_threads=1",
+        ],
+        # one compiled worker, four readers racing through a tiny queue
+        [
+            "runtime.devices=[cpu]",
+            "runtime.num_readers=4",
+            "runtime.queue_samples=65536",
+            "runtime.cpu_threads=2",
+        ],
+    ],
+    ids=["1dev-1reader-eager-batched-1thread", "1dev-4readers-compiled-tinyqueue"],
+)
+def test_devices_readers_threads_batching_and_compile_leave_the_bytes_alone(
+    variant, demo_run, weights_dir, tmp_path
+):
+    """The demo run (2 compiled workers, 2 readers) again in another shape: the same bytes."""
+    proc = run_cli(
+        [
+            "dataset=demo",
+            f"codec.weights={weights_dir('snac_24khz')}",
+            *variant,
             "output.lines_per_file=16",
             f"hydra.run.dir={tmp_path}",
         ]
     )
     _ok(proc)
-    chunking = read_jsonl(tmp_path / "manifest.jsonl")[0]["chunking"]
-    assert chunking["chunk_samples"] == 22528 and chunking["overlap_samples"] == 6144
     two, one = _shards(demo_run), _shards(tmp_path)
     assert [p.name for p in one] == [p.name for p in two]
     for a, b in zip(one, two, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+    if "runtime.cpu_threads=1" in variant:
+        assert "runtime.cpu_threads=1 does not change encoding" in proc.stdout + proc.stderr
 
 
 def test_default_command_uses_hub_weights_from_the_local_cache(tmp_path, weights_dir):

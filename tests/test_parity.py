@@ -87,7 +87,9 @@ def clip_set(codec_rate: int, unit: int) -> list[tuple[str, np.ndarray, int, str
     add("fast_high", speech[: int(0.9 * codec_rate)], int(codec_rate * 1.25))
     add("slow_low", speech[: int(0.9 * codec_rate)], int(codec_rate * 0.8))
     for db in (-12, -6, 6, 12):  # +12 dB clips: PCM_16 stores it clipped
-        add(f"gain{db:+d}dB", np.clip(speech[: codec_rate] * 10 ** (db / 20), -1, 1), codec_rate, "PCM_16")
+        add(
+            f"gain{db:+d}dB", np.clip(speech[:codec_rate] * 10 ** (db / 20), -1, 1), codec_rate, "PCM_16"
+        )
     t = np.arange(int(0.8 * codec_rate)) / codec_rate
     add("noise", 0.3 * rng.standard_normal(len(t)), codec_rate)
     add("tone440", 0.5 * np.sin(2 * np.pi * 440 * t), codec_rate)
@@ -98,7 +100,9 @@ def clip_set(codec_rate: int, unit: int) -> list[tuple[str, np.ndarray, int, str
     for n in (1, unit - 1, unit, unit + 1, 2 * unit - 1, 2 * unit + 1, 3 * unit - 5):
         add(f"len{n}", speech[2000 : 2000 + n], codec_rate)
     for rate in (8000, 11025, 16000, 22050, 32000, 44100, 48000):
-        mono = AF.resample(torch.from_numpy(speech[codec_rate : 2 * codec_rate]), codec_rate, rate).numpy()
+        mono = AF.resample(
+            torch.from_numpy(speech[codec_rate : 2 * codec_rate]), codec_rate, rate
+        ).numpy()
         add(f"rate{rate}", mono, rate, "PCM_16")
         if rate in (16000, 48000):
             stereo = np.stack([mono, 0.7 * mono[::-1] + 0.05 * rng.standard_normal(len(mono))], 1)

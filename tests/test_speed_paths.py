@@ -10,7 +10,6 @@ import json
 import multiprocessing as mp
 
 import numpy as np
-import pytest
 import torch
 from conftest import compose_cfg
 from snac.layers import Snake1d

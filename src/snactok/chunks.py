@@ -1,12 +1,17 @@
-"""Long clips encoded in overlapping parts whose stitched tokens equal a whole-clip encode, bit for bit.
+"""Long clips encoded in overlapping parts, so memory stays bounded whatever a clip's length.
 
 SNAC's encoder is local: convolutions with zero "same" padding, strided downsampling, and at 32 and
 44.1 kHz attention over non-overlapping windows aligned to frame 0. A part that starts and ends on a
 pad unit (`codec.pad_multiple`) therefore sees the same stride phases, attention windows and
 quantizer pooling as the whole clip, and the encoder frames it keeps equal the whole clip's as long
-as the part reaches past them by the encoder's receptive field. The field is measured here with autograd,
-not written down: it is one attention window plus the convolutions' reach at 32/44.1 kHz, which no
-rule of thumb gets right.
+as the part reaches past them by the encoder's receptive field, up to rounding. The field is measured
+here with autograd, not written down: it is one attention window plus the convolutions' reach at
+32/44.1 kHz, which no rule of thumb gets right.
+
+Up to rounding: a part is a shorter input, and a convolution kernel may order its sums by the
+input's length. Measured: oneDNN's gemm convolutions on an AMD EPYC (AVX2) do, and 4 of 3,696
+tokens of a 45 s clip in 10 s parts differed from the whole-clip encode; on an Intel Xeon
+(AVX-512) the chunked clip was exact. The verifier reports what a run's chunked clips get.
 
     rf = receptive_field(arch, cache_dir)
     parts = plan_parts(len(wave), pad_multiple(arch), chunk_samples, overlap_for(arch, rf))
@@ -167,12 +172,19 @@ def encode_in_parts(
 ) -> np.ndarray:
     """The whole clip's flat codes (layer 1, then 2, ...), encoding it part by part.
 
-    Each part's kept span of encoder frames is cut out and the spans are joined; the quantizer then
-    runs once over the whole clip's frames, as `SNAC.encode` runs it. Joining tokens instead is not
-    exact: the quantizer's 1x1 convolutions round differently at other lengths, which flipped 95 of
-    8,701 tokens of the demo clips in 1 s chunks, far from any seam. Encoder frames away from part
-    edges are bit-identical. Parts of one length go `max_batch` at a time.
+    The quantizer runs once over the joined frames (`frames_in_parts`), as `SNAC.encode` runs it.
+    Joining each part's tokens instead is worse: the quantizer's 1x1 convolutions round
+    differently at other lengths, which flipped 95 of 8,701 tokens of the demo clips in 1 s
+    chunks, far from any seam.
     """
+    return encoder.quantize(frames_in_parts(encoder, wave, parts, max_batch)[None])[0]
+
+
+def frames_in_parts(
+    encoder: BatchEncoder, wave: torch.Tensor, parts: list[Part], max_batch: int = 1
+) -> torch.Tensor:
+    """The whole clip's encoder frames (D, frames), joined from each part's kept span. Parts of
+    one length go `max_batch` at a time."""
     hop = math.prod(encoder.arch["encoder_rates"])
     waves = part_waves(wave, parts)
     by_length: dict[int, list[int]] = defaultdict(list)
@@ -189,4 +201,4 @@ def encode_in_parts(
                 part = parts[i]
                 lo, hi = (part.keep_start - part.start) // hop, (part.keep_stop - part.start) // hop
                 kept[i] = frames[row, :, lo:hi]
-    return encoder.quantize(torch.cat(kept, dim=-1)[None])[0]
+    return torch.cat(kept, dim=-1)

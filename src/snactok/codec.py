@@ -458,7 +458,10 @@ def probe_clips(arch: Any) -> list[torch.Tensor]:
     speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
     start = 9 * rate  # past the 8 s the random weights are calibrated on
     longer = (int(2.3 * rate) // unit) * unit - 7
-    return [speech[start : start + unit + 1].clone(), speech[start + rate : start + rate + longer].clone()]
+    return [
+        speech[start : start + unit + 1].clone(),
+        speech[start + rate : start + rate + longer].clone(),
+    ]
 
 
 def self_check(encoder: BatchEncoder, reference: Reference, clips: Sequence[torch.Tensor]) -> str | None:

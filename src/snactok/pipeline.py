@@ -322,7 +322,9 @@ class Collector:
         state = self.state[unit]
         state.verify.update(clips=1, tokens=tokens, equal=equal)
         if equal < tokens:
-            state.mismatched.append({"row": row, "id": row_id, "tokens": tokens, "differ": tokens - equal})
+            state.mismatched.append(
+                {"row": row, "id": row_id, "tokens": tokens, "differ": tokens - equal}
+            )
             log.warning(
                 "verify: row %d (id %r) of unit %s: %d of %d tokens differ from single-clip "
                 "SNAC.encode on this machine (docs/reliability.md)",

@@ -228,9 +228,7 @@ def device_main(
         device = prepare_device(plan.device, plan.tf32)
         model = load_model(plan.weights, plan.arch, plan.seed)
         reference = Reference(load_model(plan.weights, plan.arch, plan.seed, fold=False), device)
-        encoder = BatchEncoder(
-            model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples
-        )
+        encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples)
         encoder.warm_up()
         check = startup_check(encoder, reference)
         loop = DeviceLoop(plan, encoder, results, budget, stats, reference)
