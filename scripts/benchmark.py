@@ -5,7 +5,8 @@
     python scripts/benchmark.py --data /path/to/audiofolder --codec snac_44khz
 
 On the same clips and the same (random, calibrated) weights it measures:
-  (a) the original method: per clip soundfile + torchaudio resample + `SNAC.encode`, eager, batch 1;
+  (a) the original method: per clip soundfile + torchaudio resample + `SNAC.encode`, eager, batch 1,
+      torch's defaults, in a fresh process with the user's environment;
   (b) the model alone: pre-decoded clips through snactok's batched encoder, eager and compiled;
   (c) the pipeline: `python encode.py` on N and on 2N clips, cold and warm compile cache.
       Steady state = extra audio / extra time between the N and 2N runs; startup = the rest.
@@ -45,6 +46,8 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 def main() -> None:
     args = parse_args()
+    if args.original_only:
+        return original_method_job(Path(args.original_only))
     from snactok.pipeline import MALLOC_TUNABLES
 
     if "GLIBC_TUNABLES" not in os.environ:  # what encode.py gives its workers; here for all of us
@@ -105,6 +108,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=Path("~/.cache/snactok").expanduser())
     p.add_argument("--no-write", dest="write", action="store_false", help="leave docs/ alone")
     p.add_argument("--wandb", action="store_true", help="log the table (WANDB_MODE applies)")
+    p.add_argument("--original-only", help=argparse.SUPPRESS)  # (a) in a plain child process
     return p.parse_args()
 
 
@@ -209,22 +213,42 @@ def reader_cost(rows: list[dict], rate: int) -> dict:
 
 
 def original_method(rows: list[dict], weights: Path, rate: int) -> tuple[dict, list[np.ndarray]]:
+    """(a) in a fresh process with the environment users have: not this one, which runs with
+    encode.py's malloc tunables."""
+    job = Path(tempfile.mkdtemp(prefix="snactok-bench-a-"))
+    paths = [row["audio"]["path"] for row in rows]
+    (job / "job.json").write_text(json.dumps({"weights": str(weights), "rate": rate, "paths": paths}))
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--original-only", str(job)]
+    subprocess.run(cmd, check=True, env=env)
+    stats = json.loads((job / "result.json").read_text())
+    with np.load(job / "tokens.npz") as npz:
+        tokens = [npz[f"t{i}"] for i in range(len(paths))]
+    shutil.rmtree(job, ignore_errors=True)
+    return stats, tokens
+
+
+def original_method_job(job: Path) -> None:
     """The original pipeline's loop: decode, resample, `SNAC.encode` one clip at a time, eager,
     torch defaults (oneDNN on, every core)."""
     from snac import SNAC
 
-    model = SNAC.from_pretrained(str(weights)).eval()
+    spec = json.loads((job / "job.json").read_text())
+    model = SNAC.from_pretrained(spec["weights"]).eval()
     tokens, audio_s = [], 0.0
     t = time.perf_counter()
     with torch.inference_mode():
-        for row in rows:
-            data, sr = sf.read(row["audio"]["path"], dtype="float32", always_2d=True)
-            wave = AF.resample(torch.from_numpy(data.mean(axis=1)), sr, rate)
+        for path in spec["paths"]:
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
+            wave = AF.resample(torch.from_numpy(data.mean(axis=1)), sr, spec["rate"])
             codes = model.encode(wave.view(1, 1, -1))
             tokens.append(torch.cat(codes, dim=1)[0].numpy())
             audio_s += len(data) / sr
     wall = time.perf_counter() - t
-    return {"audio_s": round(audio_s, 1), "wall_s": round(wall, 1), "rate": audio_s / wall}, tokens
+    stats = {"audio_s": round(audio_s, 1), "wall_s": round(wall, 1), "rate": audio_s / wall}
+    stats["threads"] = torch.get_num_threads()
+    (job / "result.json").write_text(json.dumps(stats))
+    np.savez(job / "tokens.npz", **{f"t{i}": t for i, t in enumerate(tokens)})
 
 
 def decoded(rows: list[dict], rate: int) -> list[torch.Tensor]:
@@ -375,7 +399,13 @@ def render(r: dict, args: argparse.Namespace) -> str:
         "",
         "| what | audio s/s | x real time | vs (a) | GFLOP/s | of matmul |",
         "|---|---|---|---|---|---|",
-        row("(a) original: batch 1, eager, decode + resample included", a, a, gf, mm),
+        row(
+            f"(a) original: batch 1, eager, decode + resample included, {r['a']['threads']} threads",
+            a,
+            a,
+            gf,
+            mm,
+        ),
         row("(b) model alone, eager, batches as the pipeline makes them", be, a, gf, mm),
         row("(b) model alone, compiled", b, a, gf, mm),
         row("(c) pipeline `encode.py`, steady state (N vs 2N runs)", c, a, gf, mm),

@@ -203,16 +203,16 @@ def test_bf16_autocast_changes_some_tokens_but_keeps_the_shape(weights_dir):
 
 
 def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_dir):
-    """Parts batched 3 at a time do not fit; one at a time they do, with the whole clip's tokens.
-    With no room at all the clip is rejected and its budget released."""
+    """Parts batched 3 at a time do not fit; one at a time they do, with the tokens the same parts
+    get on a device with room. With no room at all the clip is rejected and its budget released."""
+    from snactok.chunks import encode_in_parts, plan_parts
+
     arch = _arch()
     path = str(weights_dir("snac_24khz"))
     weights = Weights("local", path, path)
     speech = calibration_audio(24000, seconds=8.0).reshape(-1)[:60000]
-    reference = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
-    whole = reference.staging(1, 61440)
-    whole[0, :60000] = speech
-    expected = reference.encode(whole)[0]
+    roomy = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
+    expected = encode_in_parts(roomy, speech, plan_parts(60000, 2048, 22528, 6144), max_batch=3)
     for fits, outcome in ((1, "batch"), (0, "reject")):
         encoder = _SmallDevice(load_model(weights, arch), torch.device("cpu"), arch)
         encoder.fits = fits
@@ -278,3 +278,49 @@ def test_a_fast_path_that_rounds_differently_falls_back_to_the_exact_path(weight
     batch = encoder.staging(1, 30720)
     batch[0, :30000] = wave
     np.testing.assert_array_equal(encoder.encode(batch)[0], reference.tokens(wave))
+
+
+def test_verify_sample_is_about_the_fraction_and_depends_only_on_the_row():
+    from snactok.workers import chosen_for_verify
+
+    picks = [r for r in range(100_000) if chosen_for_verify(0, r, 0.01)]
+    assert 800 < len(picks) < 1200
+    assert picks == [r for r in range(100_000) if chosen_for_verify(0, r, 0.01)]  # no state
+    assert not any(chosen_for_verify(0, r, 0.0) for r in range(1000))
+    assert all(chosen_for_verify(3, r, 1.0) for r in range(1000))
+    other = {r for r in range(100_000) if chosen_for_verify(1, r, 0.01)}
+    assert len(other & set(picks)) < 100  # another source, another sample
+    assert max(b - a for a, b in zip(picks, picks[1:], strict=False)) < 2000  # spread, not bunched
+
+
+def test_verify_reports_what_differs_and_the_last_log_line_names_the_rows(weights_dir, caplog):
+    """The worker's check against a reference of other weights (a stand-in for a device that
+    rounds its own way) counts the differing tokens; the run's last word is then a warning."""
+    from snactok.pipeline import log_verification
+
+    arch = _arch()
+    path = str(weights_dir("snac_24khz"))
+    weights = Weights("local", path, path)
+    encoder = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
+    other = Reference(
+        load_model(Weights("random", "random", None), arch, seed=5, fold=False), torch.device("cpu")
+    )
+    wave = calibration_audio(24000, seconds=12.0).reshape(-1)[-20000:]
+    clips = [Clip(0, 7, {"id": "a.wav", "duration": 0.8}, wave, verify=True)]
+    batch = encoder.staging(1, 20480)
+    batch[0, :20000] = wave
+    codes = encoder.encode(batch)
+    plan = DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9)
+    loop = DeviceLoop(plan, encoder, _Sink(), None, [0.0] * 3, _reference(weights, arch))
+    assert loop.verify(clips, codes) == [(0, codes[0].size, codes[0].size)]
+    loop.reference = other
+    ((pos, tokens, equal),) = loop.verify(clips, codes)
+    assert pos == 0 and tokens == codes[0].size and equal < tokens
+    mismatch = {"unit": 0, "row": 7, "id": "a.wav", "tokens": tokens, "differ": tokens - equal}
+    report = {"clips": 1, "tokens": tokens, "tokens_equal": equal, "mismatched_rows": [mismatch]}
+    with caplog.at_level("INFO", logger="snactok.pipeline"):
+        log_verification(report)
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"verified 1 clips: {100 * equal / tokens:.3f}% of tokens equal" in record.message
+    assert "unit 0 row 7 (id 'a.wav')" in record.message

@@ -288,9 +288,11 @@ class Reference:
         return torch.cat(codes, dim=1)[0].to(torch.int16).cpu().numpy()
 
     @torch.inference_mode()
-    def latents(self, wave: torch.Tensor) -> torch.Tensor:
-        """The encoder frames `SNAC.encode` quantizes, (D, frames), on the device."""
-        return self.model.encoder(self.model.preprocess(wave.to(self.device).view(1, 1, -1)))[0]
+    def frames_and_tokens(self, wave: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """`SNAC.encode`'s own steps, keeping the encoder frames (D, frames) it quantizes."""
+        z = self.model.encoder(self.model.preprocess(wave.to(self.device).view(1, 1, -1)))
+        codes = self.model.quantizer(z)[1]
+        return z[0], torch.cat(codes, dim=1)[0].to(torch.int16).cpu().numpy()
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
@@ -452,12 +454,13 @@ class BatchEncoder:
 
 
 def probe_clips(arch: Any) -> list[torch.Tensor]:
-    """Bundled speech the start-up check encodes: one pad unit plus one sample (the padded tail
-    of a 2-unit clip) and ~2.3 s, at the codec rate. Not the calibration's own clips."""
+    """Bundled speech the start-up check encodes, at the codec rate: one pad unit plus one sample
+    (the padded tail of a 2-unit clip), and about a second (at least 3 units) ending 7 samples
+    short of a unit. Not the calibration's own clips."""
     rate, unit = arch["sampling_rate"], pad_multiple(arch)
     speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
     start = 9 * rate  # past the 8 s the random weights are calibrated on
-    longer = (int(2.3 * rate) // unit) * unit - 7
+    longer = max(3 * unit, rate // unit * unit) - 7
     return [
         speech[start : start + unit + 1].clone(),
         speech[start + rate : start + rate + longer].clone(),
@@ -481,8 +484,7 @@ def self_check(encoder: BatchEncoder, reference: Reference, clips: Sequence[torc
         with torch.inference_mode():
             frames = encoder.latents(batch)[:1]
             got = encoder.quantize(frames)[0]
-            want_frames = reference.latents(clip)
-        want = reference.tokens(clip)
+        want_frames, want = reference.frames_and_tokens(clip)
         seconds = len(clip) / encoder.arch["sampling_rate"]
         if not torch.equal(frames[0], want_frames):
             worst = (frames[0].float() - want_frames.float()).abs().max().item()
