@@ -89,7 +89,7 @@ def main() -> None:
     for run in results["c"]["runs"].values():
         run.pop("tokens", None)
     results["c"]["tokens_equal_a"] = agreement(
-        [got[str(Path(row["audio"]["path"]))] for row in rows], tokens_a
+        [got[Path(row["audio"]["path"]).name] for row in rows], tokens_a
     )
     print(f"(c) {results['c']}", flush=True)
     table = render(results, args)
@@ -371,14 +371,14 @@ def encode_run(codec: str, data: Path, rows: int, cache: Path) -> dict:
 
 
 def shard_tokens(run_dir: Path) -> dict[str, np.ndarray]:
-    """id (the file path) -> flat tokens, from a run's shards."""
+    """File name (the end of a folder row's id) -> flat tokens, from a run's shards."""
     from snactok.shards import read_shard
 
     tokens = {}
     for shard in sorted((run_dir / "shards").glob("*.jsonl.gz")):
         for r in read_shard(shard):
             layers = sorted(k for k in r if k.startswith("snac_layer_"))
-            tokens[r["id"]] = np.concatenate([np.asarray(r[k]) for k in layers])
+            tokens[Path(str(r["id"])).name] = np.concatenate([np.asarray(r[k]) for k in layers])
     return tokens
 
 

@@ -350,6 +350,11 @@ class BatchEncoder:
         """What encodes: `exact` (the reference model, clip by clip), `compiled` or `eager`."""
         return "exact" if self.exact else "compiled" if self.compiled else "eager"
 
+    def use_eager(self) -> None:
+        """From now on run the encoder eagerly (its folded weights, the same groups)."""
+        self.compiled = False
+        self._forward = self.model.encoder
+
     def use_exact(self, reference: Reference) -> None:
         """From now on encode with the reference model itself, eager, one clip at a time."""
         self.model = reference.model

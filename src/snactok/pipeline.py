@@ -607,7 +607,7 @@ def _execute(
     watch = Watch(procs, [u.name for u in units], reader_units, device_stats)
     try:
         with _stop_on_signals():
-            with _child_malloc_tunables(), _usr2_blocked():
+            with _child_env("GLIBC_TUNABLES", MALLOC_TUNABLES), _usr2_blocked():
                 for p in procs.values():
                     p.start()
             _collect(results, work, watch, collector, progress, tracker, budget, reader_stats)
@@ -677,16 +677,16 @@ def _usr2_blocked() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _child_malloc_tunables() -> Iterator[None]:
-    """Children started inside inherit MALLOC_TUNABLES, unless the user set GLIBC_TUNABLES."""
-    if "GLIBC_TUNABLES" in os.environ:
+def _child_env(name: str, value: str) -> Iterator[None]:
+    """Children started inside inherit `name=value`, unless the user set `name`."""
+    if name in os.environ:
         yield
         return
-    os.environ["GLIBC_TUNABLES"] = MALLOC_TUNABLES
+    os.environ[name] = value
     try:
         yield
     finally:
-        del os.environ["GLIBC_TUNABLES"]
+        del os.environ[name]
 
 
 def _collect(

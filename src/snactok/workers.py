@@ -259,8 +259,7 @@ def startup_check(encoder: BatchEncoder, reference: Reference) -> dict[str, Any]
             return {"passed": True, "path": encoder.path, "failed": failures}
         failures.append(f"{encoder.path}: {why}")
         if encoder.compiled:
-            encoder.compiled = False
-            encoder._forward = encoder.model.encoder
+            encoder.use_eager()
         else:
             encoder.use_exact(reference)
             return {"passed": False, "path": encoder.path, "failed": failures}
@@ -409,8 +408,12 @@ class DeviceLoop:
 
     def verify(self, clips: list[Clip], codes: Any) -> list[tuple[int, int, int]]:
         """(position in the batch, tokens, tokens equal) for each clip chosen for verification:
-        its wave encoded again by the reference method, whole, one clip alone."""
-        chosen = [i for i, c in enumerate(clips) if c.verify]
+        its wave encoded again by the reference method, whole, one clip alone.
+
+        A clip over twice the chunk is not verified: its whole-clip reference would need the
+        memory that chunking is there to avoid."""
+        limit = 2 * self.plan.chunk_samples if self.plan.chunk_samples else None
+        chosen = [i for i, c in enumerate(clips) if c.verify and (limit is None or c.samples <= limit)]
         if not chosen or self.reference is None:
             return []
         t0 = time.monotonic()
