@@ -267,14 +267,7 @@ def model_alone(
     autocast: str | None = None,
 ) -> tuple[dict, list[np.ndarray]]:
     """Pre-decoded clips through BatchEncoder, bucketed by padded length as a worker does."""
-    from snactok.codec import (
-        BatchEncoder,
-        Weights,
-        load_model,
-        pad_multiple,
-        padded_length,
-        prepare_device,
-    )
+    from snactok.codec import BatchEncoder, Weights, load_model, prepare_device
     from snactok.pipeline import DEFAULT_BATCH_SAMPLES
 
     dev = prepare_device(device)
@@ -282,29 +275,36 @@ def model_alone(
     t = time.perf_counter()
     batch_samples = DEFAULT_BATCH_SAMPLES[dev.type]
     encoder = BatchEncoder(model, dev, arch, compile, autocast, batch_samples)
-    multiple = pad_multiple(arch)
     encoder.warm_up()
     warm = time.perf_counter() - t
-    buckets = defaultdict(list)
-    for i, clip in enumerate(clips):
-        buckets[padded_length(len(clip), multiple)].append(i)
-    tokens: list = [None] * len(clips)
     t = time.perf_counter()
-    for length, members in buckets.items():
-        per = max(1, batch_samples // length)
-        for k in range(0, len(members), per):
-            part = members[k : k + per]
-            batch = encoder.staging(len(part), length)
-            for row, i in enumerate(part):
-                batch[row, : len(clips[i])] = clips[i]
-            codes = encoder.encode(batch, len(part))
-            for row, i in enumerate(part):
-                tokens[i] = codes[row].copy()
+    tokens = encode_grouped(encoder, clips, range(len(clips)))
     wall = time.perf_counter() - t
     audio_s = sum(len(c) for c in clips) / arch["sampling_rate"]
     stats = {"audio_s": round(audio_s, 1), "wall_s": round(wall, 1), "rate": audio_s / wall}
     stats |= {"warmup_s": round(warm, 1), "compiled": encoder.compiled, "fallback": encoder.fallback}
     return stats, tokens
+
+
+def encode_grouped(encoder, clips: list[torch.Tensor], order) -> list[np.ndarray]:
+    """Each clip's tokens, the clips taken in `order` and grouped by padded length into batches
+    of `encoder.batch_samples`, as a device worker groups them."""
+    from snactok.codec import padded_length
+
+    buckets: dict[int, list[int]] = defaultdict(list)
+    for i in order:
+        buckets[padded_length(len(clips[i]), encoder.multiple)].append(int(i))
+    tokens: list = [None] * len(clips)
+    for length, members in buckets.items():
+        per = max(1, encoder.batch_samples // length)
+        for k in range(0, len(members), per):
+            part = members[k : k + per]
+            batch = encoder.staging(len(part), length)
+            for row, i in enumerate(part):
+                batch[row, : len(clips[i])] = clips[i]
+            for i, codes in zip(part, encoder.encode(batch, len(part)), strict=True):
+                tokens[i] = codes.copy()
+    return tokens
 
 
 def agreement(got: list[np.ndarray], want: list[np.ndarray]) -> float:

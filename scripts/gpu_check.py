@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark import agreement, encode_grouped  # scripts/ is on sys.path when this file runs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def main() -> None:
     reference = Reference(load_model(weights, arch, fold=False), device)
     first = [reference.tokens(c) for c in clips[:8]]
     again = [reference.tokens(c) for c in clips[:8]]
-    print("1. reference, first vs later calls:", share(again, first))
+    print("1. reference, first vs later calls:", _share(again, first))
     want = [reference.tokens(c) for c in clips]
 
     batch_samples = DEFAULT_BATCH_SAMPLES["cuda"]
@@ -86,14 +87,14 @@ def main() -> None:
         enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, None, batch_samples)
         enc.warm_up()
         verdict = self_check(enc, reference, probe_clips(arch))
-        got = encode_all(enc, clips, order=range(len(clips)))
-        shuffled = encode_all(enc, clips, order=rng.permutation(len(clips)))
+        got = encode_grouped(enc, clips, order=range(len(clips)))
+        shuffled = encode_grouped(enc, clips, order=rng.permutation(len(clips)))
         name = "compiled" if compiled else "eager"
         print(
-            f"2. {name} fixed-shape batches vs reference: {share(got, want)}; "
+            f"2. {name} fixed-shape batches vs reference: {_share(got, want)}; "
             f"start-up check: {verdict or 'passed'}"
         )
-        print(f"3. {name}, other company and order vs first order: {share(shuffled, got)}")
+        print(f"3. {name}, other company and order vs first order: {_share(shuffled, got)}")
 
     long = [speech[: int(5 * rate)].clone() for _ in range(max(1, int(args.seconds / 5)))]
     ref_rate = throughput(lambda: [reference.tokens(c) for c in long], len(long) * 5.0)
@@ -101,12 +102,10 @@ def main() -> None:
     for compiled, autocast in ((False, None), (True, None), (True, "bf16")):
         enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, autocast, batch_samples)
         enc.warm_up()
-        r = throughput(lambda enc=enc: encode_all(enc, long, range(len(long))), len(long) * 5.0)
+        r = throughput(lambda enc=enc: encode_grouped(enc, long, range(len(long))), len(long) * 5.0)
         extra = ""
         if autocast:
-            extra = (
-                f"; tokens vs fp32 reference: {share(encode_all(enc, clips, range(len(clips))), want)}"
-            )
+            extra = f"; tokens vs fp32 reference: {_share(encode_grouped(enc, clips, range(len(clips))), want)}"
         print(
             f"   fast path {'compiled' if compiled else 'eager'}{' bf16' if autocast else ''}: "
             f"{r:.0f}x real time ({r / ref_rate:.1f}x the reference){extra}"
@@ -134,32 +133,6 @@ def main() -> None:
             print("   " + line.split(" - ", 1)[-1])
 
 
-def encode_all(enc, clips, order) -> list[np.ndarray]:
-    """Clips grouped by padded length in the given order, as a worker groups them."""
-    from snactok.codec import padded_length
-
-    out: list = [None] * len(clips)
-    buckets: dict[int, list[int]] = {}
-    for i in order:
-        buckets.setdefault(padded_length(len(clips[i]), enc.multiple), []).append(int(i))
-    for length, members in buckets.items():
-        per = max(1, enc.batch_samples // length)
-        for k in range(0, len(members), per):
-            part = members[k : k + per]
-            batch = enc.staging(len(part), length)
-            for row, i in enumerate(part):
-                batch[row, : len(clips[i])] = clips[i]
-            for row, codes in zip(part, enc.encode(batch, len(part)), strict=True):
-                out[row] = codes.copy()
-    return out
-
-
-def share(got: list[np.ndarray], want: list[np.ndarray]) -> str:
-    same = sum(int((g == w).sum()) for g, w in zip(got, want, strict=True))
-    total = sum(w.size for w in want)
-    return f"{100 * same / total:.3f}% of {total} tokens equal"
-
-
 def throughput(fn, audio_seconds: float) -> float:
     fn()
     torch.cuda.synchronize()
@@ -167,6 +140,10 @@ def throughput(fn, audio_seconds: float) -> float:
     fn()
     torch.cuda.synchronize()
     return audio_seconds / (time.perf_counter() - t)
+
+
+def _share(got: list[np.ndarray], want: list[np.ndarray]) -> str:
+    return f"{100 * agreement(got, want):.3f}% of {sum(w.size for w in want)} tokens equal"
 
 
 if __name__ == "__main__":

@@ -273,6 +273,11 @@ def prepare_device(device: str, tf32: bool | None = None) -> torch.device:
     return dev
 
 
+def flat_codes(codes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """SNAC's per-layer (B, T_layer) codes as one (B, tokens) int16 tensor, layer 1 first."""
+    return torch.cat(list(codes), dim=1).to(torch.int16)  # codebook_size 4096 < 2**15
+
+
 class Reference:
     """The method users run: `SNAC.encode` on one (1, 1, T) clip, eager, the model as
     `SNAC.from_pretrained` returns it, torch's default backends on the device."""
@@ -285,14 +290,13 @@ class Reference:
     def tokens(self, wave: torch.Tensor) -> np.ndarray:
         """1-D float32 clip at the codec rate -> flat codes (layer 1, then 2, ...), int16."""
         codes = self.model.encode(wave.to(self.device).view(1, 1, -1))
-        return torch.cat(codes, dim=1)[0].to(torch.int16).cpu().numpy()
+        return flat_codes(codes)[0].cpu().numpy()
 
     @torch.inference_mode()
     def frames_and_tokens(self, wave: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """`SNAC.encode`'s own steps, keeping the encoder frames (D, frames) it quantizes."""
         z = self.model.encoder(self.model.preprocess(wave.to(self.device).view(1, 1, -1)))
-        codes = self.model.quantizer(z)[1]
-        return z[0], torch.cat(codes, dim=1)[0].to(torch.int16).cpu().numpy()
+        return z[0], flat_codes(self.model.quantizer(z)[1])[0].cpu().numpy()
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
@@ -420,8 +424,7 @@ class BatchEncoder:
     def quantize_on_device(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D, T) frames -> (B, tokens) int16 codes, layers concatenated, on the device."""
         with self._on_stream():
-            rows = [torch.cat(self.model.quantizer(z[i : i + 1])[1], dim=1) for i in range(len(z))]
-            return torch.cat(rows).to(torch.int16)  # codebook_size 4096 < 2**15
+            return torch.cat([flat_codes(self.model.quantizer(z[i : i + 1])[1]) for i in range(len(z))])
 
     def quantize(self, z: torch.Tensor) -> np.ndarray:
         """(B, D, T) frames -> (B, tokens) int16 codes on the host; waits for the device."""
@@ -451,11 +454,10 @@ class BatchEncoder:
         with torch.autocast(self.device.type, dtype=self.autocast):
             return forward(x).float()
 
-    def warm_up(self, lengths: Sequence[int] = ()) -> None:
-        """Compile (or load from the cache) before real work: one clip of the pad unit, and on
-        CUDA one full batch per length in `lengths`."""
-        for length in sorted({self.multiple, *lengths}):
-            self.encode(self.staging(1, length), clips=1)
+    def warm_up(self) -> None:
+        """Compile (or load from the cache) before real work: one clip of the pad unit (on CUDA
+        in a full batch of that length)."""
+        self.encode(self.staging(1, self.multiple), clips=1)
 
 
 def probe_clips(arch: Any) -> list[torch.Tensor]:
