@@ -179,6 +179,8 @@ def test_config_errors_stop_the_run_before_anything_is_written(tmp_path):
         f"dataset.path={tmp_path / 'nowhere'}": r"dataset source path .*nowhere.* does not exist",
         "runtime.max_chunk_seconds=0.5": r"runtime\.max_chunk_seconds=0\.5 is too short for "
         r"snac_24khz.*>= 0\.6",
+        "runtime.verify_fraction=1.5": r"runtime\.verify_fraction=1\.5 is not valid; expected a share "
+        r"in 0\.\.1",
     }
     for override, message in cases.items():
         cfg = compose_cfg(
