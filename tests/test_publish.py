@@ -288,8 +288,13 @@ def test_publish_uploads_the_run_as_it_is(tmp_path, hub):
     records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
     for record in records[1:-1]:  # every file the manifest names, with its bytes (empty one too)
         assert sha256_file(hub.uploaded / record["file"]) == record["sha256"]
-    for name in ("manifest.jsonl", "rejects.jsonl"):
-        assert (hub.uploaded / name).read_bytes() == (run_dir / name).read_bytes()
+    uploaded = [json.loads(line) for line in (hub.uploaded / "manifest.jsonl").read_text().splitlines()]
+    assert uploaded[1:] == records[1:]  # shard records and summary: every field may be published
+    header, full = uploaded[0], records[0]
+    assert {"host", "fingerprint"} <= set(full) and not {"host", "fingerprint"} & set(header)
+    assert "path" in full["weights"] and "path" not in header["weights"]
+    assert header["weights"]["sha256"] == full["weights"]["sha256"] and header["arch"] == full["arch"]
+    assert (hub.uploaded / "rejects.jsonl").read_bytes() == (run_dir / "rejects.jsonl").read_bytes()
     assert len((hub.uploaded / "rejects.jsonl").read_text().splitlines()) == 4
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # run dir untouched
 
@@ -613,3 +618,76 @@ def test_real_run_publishes_loads_and_decodes_as_the_card_says(real_run, hub, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     shape, samples, audible = proc.stdout.strip().splitlines()[-1].rsplit(" ", 2)
     assert shape == f"({samples},)" and audible == "True"  # trimmed to the clip, not silent
+
+
+# ------------------------------------------------------------------ what leaves the machine
+
+
+@pytest.mark.slow
+def test_the_upload_carries_no_host_user_or_path_of_the_machine_that_made_it(
+    tmp_path, weights_dir, monkeypatch
+):
+    """A run whose every path sits under a planted user name and scratch dir, on a planted host,
+    resumed once (a resume record names its attempt dir), with rejects whose detail names an
+    absolute path. The local run keeps it all; the staged upload folder has none of it."""
+    import gzip
+    import platform
+
+    from conftest import compose_cfg
+
+    from snactok.pipeline import run
+
+    user, scratch, host = "alice_sentinel", "scratch-7731", "host-sentinel-4242"
+    root = tmp_path / "home" / user / scratch
+    folder = root / "corpus"
+    folder.mkdir(parents=True)
+    for name in ("clip_000.wav", "clip_001.flac"):
+        shutil.copy(ROOT / "data" / "demo" / name, folder / name)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "garbage.wav").write_bytes(os.urandom(3000))
+    (folder / "metadata.csv").write_text(
+        "file_name,text\nclip_000.wav,one\nclip_001.flac,two\nempty.wav,three\ngarbage.wav,four\n"
+    )
+    weights = root / "models" / "snac_24khz"
+    shutil.copytree(weights_dir("snac_24khz"), weights)
+    monkeypatch.setattr(platform, "node", lambda: host)
+    args = [
+        "dataset=local_folder",
+        f"dataset.path={folder}",
+        f"codec.weights={weights}",
+        "runtime=debug",
+        f"runtime.cache_dir={root / 'cache'}",
+        "wandb.mode=disabled",
+    ]
+    run_dir = root / "outputs" / "run"
+    run(compose_cfg(args), run_dir)
+    run(compose_cfg([*args, f"runtime.resume={run_dir}"]), root / "outputs" / "attempt2")
+    local = (run_dir / "manifest.jsonl").read_text() + (run_dir / "rejects.jsonl").read_text()
+    for planted in (user, scratch, host, '"pid"', '"attempt_dir"'):
+        assert planted in local  # the local record keeps everything
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    files = stage(run_dir, staged, REPO)
+    texts = {}
+    for rel in files:
+        data = (staged / rel).read_bytes()
+        texts[rel] = (gzip.decompress(data) if rel.endswith(".gz") else data).decode("utf-8", "replace")
+    for rel, text in texts.items():
+        for planted in (user, scratch, host, str(tmp_path), '"pid"', '"attempt_dir"', "/home/"):
+            assert planted not in text, (rel, planted)
+    rejects = [json.loads(line) for line in texts["rejects.jsonl"].splitlines()]
+    assert sorted((r["id"], r["reason"]) for r in rejects) == [
+        ("empty.wav", "decode_error"),
+        ("garbage.wav", "decode_error"),
+    ]
+    assert "0-byte file: 'empty.wav'" in {r["id"]: r["detail"] for r in rejects}["empty.wav"]
+    header = json.loads(texts["manifest.jsonl"].splitlines()[0])
+    assert header["weights"]["name"] == "snac_24khz" and header["config"]["dataset"]["path"] == "corpus"
+    assert "local folder `corpus`" in texts["README.md"]
+    assert [json.loads(x)["type"] for x in texts["manifest.jsonl"].splitlines()] == [
+        "header",
+        "shard",
+        "summary",
+        "summary",
+    ]

@@ -22,6 +22,7 @@ from the config or the command line.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -40,6 +41,7 @@ from huggingface_hub import DatasetCardData, HfApi
 
 from snactok import orpheus
 from snactok.config import is_repo_id
+from snactok.public import dataset_roots, public_record, public_records, public_rejects
 from snactok.resume import MANIFEST, REJECTS, SHARDS
 
 log = logging.getLogger(__name__)
@@ -233,16 +235,30 @@ def stage(
 
 
 def _stage(run: Run, dest: Path, repo_id: str, license: str | None) -> list[str]:
-    """Shards are symlinked, not copied; the manifest and rejects are written as they were read,
-    so a partial run that is still writing cannot change them under the upload."""
+    """Shards are symlinked, not copied; the manifest and rejects are written from what was read,
+    so a partial run that is still writing cannot change them under the upload. They and the
+    card carry only what `snactok.public` allows: no host, pid, attempt dir or absolute path."""
     files = shard_files(run)
     for rel in files:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink((run.dir / rel).resolve(), dest / rel)
-    (dest / MANIFEST).write_bytes(run.manifest)
-    (dest / REJECTS).write_bytes(run.rejects)
-    (dest / CARD).write_text(dataset_card(run, repo_id, files, license), encoding="utf-8")
+    public = public_view(run)
+    (dest / MANIFEST).write_bytes(public.manifest)
+    (dest / REJECTS).write_bytes(public.rejects)
+    (dest / CARD).write_text(dataset_card(public, repo_id, files, license), encoding="utf-8")
     return sorted([CARD, MANIFEST, REJECTS, *files])
+
+
+def public_view(run: Run) -> Run:
+    """The run as it may be published (`snactok.public`): the local run dir is not touched."""
+    return dataclasses.replace(
+        run,
+        header=public_record(run.header),
+        shards=[public_record(r) for r in run.shards],
+        summary=public_record(run.summary) if run.summary else None,
+        manifest=public_records(run.manifest),
+        rejects=public_rejects(run.rejects, dataset_roots(run.header)),
+    )
 
 
 def publish(
