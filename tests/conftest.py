@@ -105,6 +105,40 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> sub
     )
 
 
+def start_cli(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """`python encode.py ...` in the background, in its own session (so a test can signal its
+    whole process group, as a terminal does), writing stdout and stderr to `log`."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "encode.py"), *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def assert_gone(pids: list[int], within: float) -> None:
+    """Every process in `pids` has exited within `within` seconds: no orphans."""
+    import time
+
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"left behind: {[p for p in pids if alive(p)]}"
+        time.sleep(0.05)
+
+
 def demo_rows() -> list[dict]:
     import csv
 

@@ -198,27 +198,3 @@ def test_shards_are_atomic_and_byte_reproducible(tmp_path):
     ]
     assert row["snac_layer_3"] == [3, 4, 5, 6] and row["token_lengths"] == [1, 2, 4]
     assert len(digest) == 64
-
-
-def test_sample_budget_blocks_until_released():
-    """The bound on decoded-but-not-encoded audio: a second clip waits; an oversized one passes alone."""
-    import threading
-    import time
-
-    import torch.multiprocessing as tmp
-
-    from snactok.workers import Budget
-
-    ctx = tmp.get_context("spawn")
-    budget, stop = Budget(ctx, capacity=100), ctx.Event()
-    assert budget.acquire(80, stop) and budget.held == 80
-    got = []
-    waiter = threading.Thread(target=lambda: got.append(budget.acquire(30, stop)))
-    waiter.start()
-    time.sleep(0.3)
-    assert got == [] and budget.held == 80  # 80 + 30 > 100: waits
-    budget.release(80)
-    waiter.join(5)
-    assert got == [True] and budget.held == 30
-    budget.release(30)
-    assert budget.acquire(500, stop) and budget.held == 500  # bigger than the budget, alone: passes

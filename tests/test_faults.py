@@ -11,12 +11,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg, run_cli
+from conftest import assert_gone, compose_cfg, run_cli, start_cli
 
 from snactok.config import ConfigError
 from snactok.pipeline import run
@@ -40,20 +39,6 @@ def _args(weights: Path, run_dir: Path, *extra: str) -> list[str]:
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    """encode.py in its own session, so a test can signal its whole process group as a terminal does."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "encode.py"), *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def _shard_records(run_dir: Path) -> list[dict]:
@@ -87,24 +72,6 @@ def _children(pid: int) -> dict[int, str]:
         except (OSError, IndexError, ValueError):
             continue
     return found
-
-
-def _assert_gone(pids: list[int], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if _alive(p)]
-        if not alive:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"orphans left behind: {alive}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _finish(proc: subprocess.Popen, within: float) -> tuple[int, float]:
@@ -144,7 +111,7 @@ def test_killed_worker_then_killed_main_resume_to_the_uninterrupted_bytes(
     settings (devices, readers, batch size) change between attempts, which is allowed."""
     weights, run_dir = weights_dir("snac_24khz"), tmp_path / "run"
     log = tmp_path / "attempt1.log"
-    proc = _start(_args(weights, run_dir), log)
+    proc = start_cli(_args(weights, run_dir), log)
     _wait_for_shards(proc, run_dir, 1, log)
     children = _children(proc.pid)
     (worker,) = [pid for pid, name in children.items() if name == "snactok-dev-0"]
@@ -153,14 +120,15 @@ def test_killed_worker_then_killed_main_resume_to_the_uninterrupted_bytes(
     text = log.read_text()
     assert code == 1 and seconds < 15, text[-3000:]
     assert f"device worker 0 (cpu) (pid {worker}) was killed by SIGKILL" in text
-    assert "while encoding unit demo-default-train-0000" in text
+    # a worker killed at a random moment is encoding or waiting for its next clip
+    assert "while encoding unit demo-default-train-0000" in text or "while waiting for clips" in text
     assert f"runtime.resume={run_dir}" in text
-    _assert_gone(list(children))
+    assert_gone(list(children), within=15)
     committed = _snapshot(run_dir)
     assert 1 <= len(committed) < 3
 
     log = tmp_path / "attempt2.log"
-    proc = _start(
+    proc = start_cli(
         _args(weights, tmp_path / "attempt2", f"runtime.resume={run_dir}", "runtime.batch_samples=1"),
         log,
     )
@@ -169,7 +137,7 @@ def test_killed_worker_then_killed_main_resume_to_the_uninterrupted_bytes(
     assert sorted(children.values()).count("snactok-read-0") == 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    _assert_gone(list(children))  # the workers die with the main process
+    assert_gone(list(children), within=15)  # the workers die with the main process
     assert all(_snapshot(run_dir)[name] == seen for name, seen in committed.items())
     committed = _snapshot(run_dir)
 
@@ -203,7 +171,7 @@ def test_ctrl_c_and_sigterm_stop_within_seconds_and_resume_auto_continues(
     for attempt, (sig, expected_code) in enumerate([(signal.SIGINT, 130), (signal.SIGTERM, 143)]):
         log = tmp_path / f"attempt{attempt}.log"
         before = len(_shard_records(run_dir))
-        proc = _start(args, log)
+        proc = start_cli(args, log)
         _wait_for_shards(proc, run_dir, before + 1, log)
         children = _children(proc.pid)
         os.killpg(proc.pid, sig)
@@ -212,7 +180,7 @@ def test_ctrl_c_and_sigterm_stop_within_seconds_and_resume_auto_continues(
         assert code == expected_code and seconds < 15, (seconds, text[-3000:])
         assert "Continue with the same command plus runtime.resume=auto" in text
         assert "Traceback" not in text  # children ignored the signal: no half-sent messages
-        _assert_gone(list(children))
+        assert_gone(list(children), within=15)
     if len(_shard_records(run_dir)) == 3:
         pytest.skip("the run finished before the second signal; nothing left to resume")
     proc = run_cli(args)

@@ -26,8 +26,9 @@ from snactok.codec import (
     random_weights_dir,
     self_check,
 )
+from snactok.ipc import Budget
 from snactok.kernels import make_exact_for_compile, remember_isa_probes
-from snactok.workers import Budget, Clip, DeviceLoop, DevicePlan, startup_check
+from snactok.workers import Clip, DeviceLoop, DevicePlan, startup_check
 
 
 def _arch(codec="snac_24khz"):
@@ -91,7 +92,9 @@ class _SmallDevice(BatchEncoder):
 
 
 class _Sink(list):
-    def put(self, item):
+    """A stand-in for the worker's Outbox: the messages it would send, in order."""
+
+    def send(self, item):
         self.append(item)
 
 
@@ -105,8 +108,8 @@ def test_out_of_memory_halves_the_batch_and_loses_no_clip(weights_dir):
         Clip(0, i, {"id": i, "duration": 0.1}, speech[3000 * i : 3000 * i + 2000]) for i in range(7)
     ]
     ctx = mp.get_context("spawn")
-    budget = Budget(ctx, 10**9)
-    assert budget.acquire(sum(c.samples for c in clips), ctx.Event())
+    budget = Budget(ctx, 10**9, readers=1, devices=1)
+    budget.take(0, sum(c.samples for c in clips))
     plan = DevicePlan(0, "cpu", weights, arch, 0, 8 * 2048, 10**9)
     results = _Sink()
     loop = DeviceLoop(plan, encoder, results, budget, [0.0, 0.0, 0.0])
@@ -135,8 +138,8 @@ def test_a_clip_too_big_for_the_device_alone_is_rejected_not_lost(weights_dir):
     encoder.fits = 0
     clip = Clip(3, 17, {"id": "long.wav", "duration": 0.1}, torch.zeros(2000))
     ctx = mp.get_context("spawn")
-    budget = Budget(ctx, 10**9)
-    budget.acquire(clip.samples, ctx.Event())
+    budget = Budget(ctx, 10**9, readers=1, devices=1)
+    budget.take(0, clip.samples)
     results = _Sink()
     loop = DeviceLoop(
         DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9), encoder, results, budget, [0.0] * 3
@@ -218,8 +221,8 @@ def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_di
         encoder.fits = fits
         clip = Clip(1, 5, {"id": "long.wav", "duration": 2.5}, speech)
         ctx = mp.get_context("spawn")
-        budget = Budget(ctx, 10**9)
-        budget.acquire(clip.samples, ctx.Event())
+        budget = Budget(ctx, 10**9, readers=1, devices=1)
+        budget.take(0, clip.samples)
         plan = DevicePlan(
             0, "cpu", weights, arch, 0, 3 * 22528, 10**9, chunk_samples=22528, overlap_samples=6144
         )

@@ -25,6 +25,7 @@ import json
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,11 @@ def part_waves(wave: torch.Tensor, parts: list[Part]) -> list[torch.Tensor]:
 
 
 def encode_in_parts(
-    encoder: BatchEncoder, wave: torch.Tensor, parts: list[Part], max_batch: int = 1
+    encoder: BatchEncoder,
+    wave: torch.Tensor,
+    parts: list[Part],
+    max_batch: int = 1,
+    step: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """The whole clip's flat codes (layer 1, then 2, ...), encoding it part by part.
 
@@ -177,14 +182,19 @@ def encode_in_parts(
     differently at other lengths, which flipped 95 of 8,701 tokens of the demo clips in 1 s
     chunks, far from any seam.
     """
-    return encoder.quantize(frames_in_parts(encoder, wave, parts, max_batch)[None])[0]
+    return encoder.quantize(frames_in_parts(encoder, wave, parts, max_batch, step)[None])[0]
 
 
 def frames_in_parts(
-    encoder: BatchEncoder, wave: torch.Tensor, parts: list[Part], max_batch: int = 1
+    encoder: BatchEncoder,
+    wave: torch.Tensor,
+    parts: list[Part],
+    max_batch: int = 1,
+    step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """The whole clip's encoder frames (D, frames), joined from each part's kept span. Parts of
-    one length go `max_batch` at a time."""
+    one length go `max_batch` at a time; `step` is called after each group (the worker counts it
+    as progress, so an hour-long clip does not look stuck)."""
     hop = math.prod(encoder.arch["encoder_rates"])
     waves = part_waves(wave, parts)
     by_length: dict[int, list[int]] = defaultdict(list)
@@ -201,4 +211,6 @@ def frames_in_parts(
                 part = parts[i]
                 lo, hi = (part.keep_start - part.start) // hop, (part.keep_stop - part.start) // hop
                 kept[i] = frames[row, :, lo:hi]
+            if step is not None:
+                step()
     return torch.cat(kept, dim=-1)

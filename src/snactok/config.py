@@ -113,6 +113,11 @@ class RuntimeConfig:
     # Share of rows (0..1) encoded again by single-clip SNAC.encode and compared token by token;
     # picked by row index, so a resume checks the same rows. 0 = none.
     verify_fraction: float = 0.01
+    # Seconds without a committed unit or a step by any child (a row read, a batch or chunk
+    # encoded) after which the run stops as stuck, naming the process (a GPU wedged in a driver
+    # call, a filesystem that stopped answering). Keep it above the longest single encoder call
+    # and the first compile. null = wait forever.
+    stall_seconds: float | None = 600.0
     # Seconds; longer clips are rejected as too_long. null = no limit.
     max_duration: float | None = None
     # Samples at the source rate; shorter clips are rejected as too_short.
@@ -249,6 +254,12 @@ def check_config(cfg: DictConfig) -> None:
     _require(rt.queue_samples >= 1, "runtime.queue_samples", rt.queue_samples, "an integer >= 1")
     _require(
         0 <= rt.verify_fraction <= 1, "runtime.verify_fraction", rt.verify_fraction, "a share in 0..1"
+    )
+    _require(
+        rt.stall_seconds is None or rt.stall_seconds > 0,
+        "runtime.stall_seconds",
+        rt.stall_seconds,
+        "null or seconds > 0",
     )
     _require(rt.min_samples >= 1, "runtime.min_samples", rt.min_samples, "an integer >= 1")
     _require(rt.read_block_rows >= 1, "runtime.read_block_rows", rt.read_block_rows, "an integer >= 1")

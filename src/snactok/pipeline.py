@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import platform
-import queue
 import signal
 import subprocess
 import time
@@ -40,6 +39,7 @@ from snactok.codec import (
 )
 from snactok.config import ConfigError, check_config
 from snactok.devices import resolve_devices
+from snactok.ipc import BlockCounter, Board, Budget, ClipChannel, Inbox, RunFlag
 from snactok.plan import make_plan, remember_rate
 from snactok.progress import Progress
 from snactok.resume import MANIFEST, REJECTS, Prior, fingerprint, open_run_dir, resume_target
@@ -55,18 +55,22 @@ from snactok.shards import (
     write_unit,
 )
 from snactok.sources import REPO_ROOT, Source, Unit, job_units, open_sources, plan_units
+from snactok.supervise import Child, PipelineError, Supervisor
 from snactok.tracking import Tracker
-from snactok.workers import Budget, DevicePlan, ReaderPlan, device_main, peak_rss_mb, reader_main
+from snactok.workers import (
+    POLL_SECONDS,
+    DevicePlan,
+    ReaderPlan,
+    device_main,
+    peak_rss_mb,
+    reader_main,
+)
 
 log = logging.getLogger(__name__)
-JOIN_SECONDS = 10
+__all__ = ["Interrupted", "PipelineError", "run"]
 # runtime.batch_samples=null: on CPU one clip per batch (batching was slower, measured in
 # docs/performance.md); on CUDA 2**21 padded samples (~87 s of 24 kHz audio).
 DEFAULT_BATCH_SAMPLES = {"cpu": 1, "cuda": 2**21}
-
-
-class PipelineError(RuntimeError):
-    """A child process failed, or output could not be written; the run can be resumed."""
 
 
 class Interrupted(Exception):
@@ -536,16 +540,13 @@ def _execute(
     num_readers = rt["num_readers"] or default_readers(devices, usable_cores())
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
-    with _usr2_blocked():  # before the queues below start it
+    with _usr2_blocked():
         resource_tracker.ensure_running()
-    work, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    # Only end-of-work markers go in from here; a reader killed mid-put must not hang our exit.
-    work.cancel_join_thread()
-    budget = Budget(ctx, rt["queue_samples"])
-    next_block = ctx.Value("q", 0)
-    reader_stats = ctx.Array("d", 2 * num_readers, lock=False)
-    reader_units = ctx.Array("q", [-1] * num_readers, lock=False)
-    device_stats = ctx.Array("d", [0.0, 0.0, -1.0] * len(devices), lock=False)
+    work, flag, inbox = ClipChannel(), RunFlag(ctx), Inbox()
+    budget = Budget(ctx, rt["queue_samples"], num_readers, len(devices))
+    board = Board(ctx, len(devices) + num_readers)  # device workers' rows, then readers'
+    reader_stats = ctx.RawArray("d", 2 * num_readers)
+    device_stats = ctx.RawArray("d", [0.0, 0.0, -1.0] * len(devices))
     todo = [u for u in units if u.index in collector.state]
     blocks = read_blocks(todo, rt["read_block_rows"])
     if rt["cpu_threads"] is not None and rt["cpu_threads"] != CPU_THREADS:
@@ -556,7 +557,7 @@ def _execute(
             rt["cpu_threads"],
             CPU_THREADS,
         )
-    procs: dict[str, Any] = {}
+    children = []
     for rank, device in enumerate(devices):
         batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[device.split(":")[0]]
         plan = DevicePlan(
@@ -574,15 +575,20 @@ def _execute(
             chunk_samples=chunking["chunk_samples"],
             overlap_samples=chunking["overlap_samples"],
         )
-        procs[f"device worker {rank} ({device})"] = ctx.Process(
+        name = f"device worker {rank} ({device})"
+        outbox, pipe = inbox.outbox_for(name)
+        process = ctx.Process(
             target=device_main,
-            args=(plan, work, results, budget, stop, device_stats),
+            args=(plan, work, outbox, budget, flag, device_stats, board),
             name=f"snactok-dev-{rank}",
             daemon=True,
         )
+        children.append(Child(name, rank, process, pipe))
+    next_block = BlockCounter()
     for rank in range(num_readers):
         plan = ReaderPlan(
             rank,
+            len(devices) + rank,
             sources,
             blocks,
             codec["arch"]["sampling_rate"],
@@ -590,12 +596,15 @@ def _execute(
             rt["max_duration"],
             rt["verify_fraction"],
         )
-        procs[f"reader {rank}"] = ctx.Process(
+        name = f"reader {rank}"
+        outbox, pipe = inbox.outbox_for(name)
+        process = ctx.Process(
             target=reader_main,
-            args=(plan, next_block, work, results, budget, stop, reader_stats, reader_units),
+            args=(plan, next_block, work, outbox, budget, flag, reader_stats, board),
             name=f"snactok-read-{rank}",
             daemon=True,
         )
+        children.append(Child(name, len(devices) + rank, process, pipe))
     rows = [u.rows for u in todo]
     progress = Progress(
         None if None in rows else sum(rows),
@@ -604,17 +613,19 @@ def _execute(
         rt["progress_interval"],
         [u.name for u in units],
     )
-    watch = Watch(procs, [u.name for u in units], reader_units, device_stats)
+    supervisor = Supervisor(children, board, inbox, [u.name for u in units], rt["stall_seconds"])
+    clean = False
     try:
         with _stop_on_signals():
             with _child_env("GLIBC_TUNABLES", MALLOC_TUNABLES), _usr2_blocked():
-                for p in procs.values():
-                    p.start()
-            _collect(results, work, watch, collector, progress, tracker, budget, reader_stats)
+                supervisor.start()
+            _collect(supervisor, flag, collector, progress, tracker, budget, reader_stats, device_stats)
+            clean = True
     finally:
-        stop.set()
+        flag.stop()
         progress.close()
-        _shutdown(procs)
+        supervisor.shutdown(clean)
+        work.close()
 
 
 def read_blocks(units: list[Unit], block_rows: int) -> list[tuple[int, int, Any, Any, Any]]:
@@ -690,45 +701,44 @@ def _child_env(name: str, value: str) -> Iterator[None]:
 
 
 def _collect(
-    results: Any,
-    work: Any,
-    watch: Watch,
+    supervisor: Supervisor,
+    flag: RunFlag,
     collector: Collector,
     progress: Progress,
     tracker: Tracker,
     budget: Budget,
     reader_stats: Any,
+    device_stats: Any,
 ) -> None:
-    """Handle children's messages until every row is written or rejected, then stop the workers.
+    """Handle children's messages until every row is written or rejected and every device worker
+    has reported back.
 
     The end is decided by counting rows, not by readers finishing: a reader's last clip can reach
-    the work queue after its "done" message reaches us, so a stop signal sent then could overtake it.
-    Children are checked every half second, busy or not, so one that dies stops the run at once.
+    the workers after its last message reaches us. Children are checked every half second, busy or
+    not, so one that dies, or a run that stalls, stops at once.
     """
-    num_devices = len(watch.device_stats) // 3
+    num_devices = len(device_stats) // 3
     total_rows = progress.total
-    workers_done, stopping = 0, False
-    next_check = 0.0
+    finished: set[int] = set()
     while True:
-        if collector.complete and not stopping:
-            for _ in range(num_devices):
-                work.put(None)
-            stopping = True
-        with contextlib.suppress(queue.Empty):
-            workers_done += _handle(results.get(timeout=0.5), collector)
-        if time.monotonic() >= next_check:
-            watch.check()
-            next_check = time.monotonic() + 0.5
-        done = workers_done == num_devices
-        progress.update(reader_stats, watch.device_stats, collector.rows_done, collector.reasons, done)
+        if collector.complete:
+            flag.finish()
+        for sender, msg in supervisor.inbox.poll(POLL_SECONDS):
+            _handle(sender, msg, collector, supervisor, finished)
+        supervisor.check()
+        supervisor.watch_progress(len(collector.committed))
+        done = len(finished) == num_devices
+        progress.update(reader_stats, device_stats, collector.rows_done, collector.reasons, done)
         fill = budget.held / budget.capacity
-        tracker.tick(collector, reader_stats, watch.device_stats, fill, total_rows, force=done)
+        tracker.tick(collector, reader_stats, device_stats, fill, total_rows, force=done)
         if done:
             return
 
 
-def _handle(msg: tuple, collector: Collector) -> int:
-    """Apply one child message; return 1 when it says a device worker has finished."""
+def _handle(
+    sender: str, msg: tuple, collector: Collector, supervisor: Supervisor, finished: set
+) -> None:
+    """Apply one child message."""
     kind = msg[0]
     if kind == "batch":
         collector.add_batch(msg[2], msg[3], msg[4], msg[5])
@@ -746,10 +756,11 @@ def _handle(msg: tuple, collector: Collector) -> int:
     elif kind == "warning":
         log.warning("%s", msg[1])
     elif kind == "error":
-        raise PipelineError(f"{msg[1]} failed:\n{msg[2]}")
+        supervisor.check(exclude=sender)  # another's death can be the cause (a reader's tensors)
+        raise PipelineError(f"{sender} failed:\n{msg[1]}")
     elif kind == "worker_done":
         collector.workers.setdefault(str(msg[1]), {})["verify_seconds"] = msg[2]
-    return int(kind == "worker_done")
+        finished.add(msg[1])
 
 
 def _log_ready(rank: int, seconds: float, path: str, check: dict[str, Any]) -> None:
@@ -772,44 +783,6 @@ def _log_ready(rank: int, seconds: float, path: str, check: dict[str, Any]) -> N
             path,
             "; ".join(check["failed"]),
         )
-
-
-@dataclass
-class Watch:
-    """The children, and what each is working on, to name the one that dies and what it was doing."""
-
-    procs: dict[str, Any]  # display name -> process
-    unit_names: list[str]
-    reader_units: Any  # per reader: the unit it reads, -1 none
-    device_stats: Any  # per device: [clips, audio s, unit of the batch it encodes]
-
-    def check(self) -> None:
-        for name, p in self.procs.items():
-            if p.exitcode not in (None, 0):
-                raise PipelineError(f"{name} (pid {p.pid}) {_death(p.exitcode)} {self._doing(name)}")
-
-    def _doing(self, name: str) -> str:
-        kind, rank = name.split()[:2]  # "reader 3", "device worker 0 (cuda:0)"
-        if kind == "reader":
-            unit = self.reader_units[int(rank)]
-            return f"while reading unit {self._unit(unit)}" if unit >= 0 else "between units"
-        unit = int(self.device_stats[3 * int(name.split()[2]) + 2])
-        return f"while encoding unit {self._unit(unit)}" if unit >= 0 else "before its first batch"
-
-    def _unit(self, index: int) -> str:
-        return self.unit_names[index] if 0 <= index < len(self.unit_names) else str(index)
-
-
-def _death(exitcode: int) -> str:
-    if exitcode >= 0:
-        return f"exited with code {exitcode}"
-    name = signal.Signals(-exitcode).name
-    why = {
-        "SIGKILL": " (the kernel's OOM killer sends this, as does kill -9)",
-        "SIGSEGV": " (a crash in native code)",
-        "SIGBUS": " (a crash in native code, or a full /dev/shm)",
-    }.get(name, "")
-    return f"was killed by {name}{why}"
 
 
 @contextlib.contextmanager
@@ -835,17 +808,6 @@ def _stop_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _shutdown(procs: dict) -> None:
-    """Let children leave on the stop event; kill what is still there (they ignore SIGTERM)."""
-    deadline = time.monotonic() + JOIN_SECONDS
-    for p in procs.values():
-        p.join(max(0.0, deadline - time.monotonic()))
-    for p in procs.values():
-        if p.is_alive():
-            p.kill()
-            p.join(5)
 
 
 PACKAGES = (

@@ -2,22 +2,24 @@
 
 Readers take blocks of rows from a shared counter, so every reader stays busy even on one unit.
 Clips travel to the device workers as float32 tensors in shared memory. A sample budget bounds
-what is decoded but not yet encoded. A worker groups clips of one padded length, checks its fast
+what is decoded but not yet encoded. Everything between processes goes through `snactok.ipc`,
+where no death can wedge another process; each child keeps its phase on the `Board`. A worker groups clips of one padded length, checks its fast
 path against single-clip `SNAC.encode` before the first batch (`startup_check`), and encodes a
 deterministic sample of rows again by that reference method (`chosen_for_verify`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
-import queue
 import resource
 import signal
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,40 +41,11 @@ from snactok.codec import (
     self_check,
     set_cpu_numerics,
 )
+from snactok.hook import reached
+from snactok.ipc import BlockCounter, Board, Budget, ClipChannel, Outbox, Phase, RunFlag
 
 POLL_SECONDS = 0.5
 IDLE_FLUSH_SECONDS = 0.05
-
-
-class Budget:
-    """Samples decoded but not yet encoded, shared by all processes.
-
-    A clip bigger than the whole budget still passes when nothing else is held, so it cannot
-    deadlock.
-    """
-
-    def __init__(self, ctx: Any, capacity: int):
-        self.capacity = capacity
-        self._held = ctx.Value("q", 0, lock=False)
-        self._cond = ctx.Condition()
-
-    def acquire(self, n: int, stop: Any) -> bool:
-        with self._cond:
-            while self._held.value and self._held.value + n > self.capacity:
-                if stop.is_set():
-                    return False
-                self._cond.wait(POLL_SECONDS)
-            self._held.value += n
-            return True
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self._held.value -= n
-            self._cond.notify_all()
-
-    @property
-    def held(self) -> int:
-        return self._held.value
 
 
 @dataclass
@@ -101,6 +74,7 @@ def chosen_for_verify(source: int, row: int, fraction: float) -> bool:
 @dataclass
 class ReaderPlan:
     rank: int
+    slot: int  # its row on the Board
     sources: list  # list[Source]
     # (unit index, source index, start row, stop row, input shard): pipeline.read_blocks
     blocks: list[tuple[int, int, Any, Any, Any]]
@@ -112,51 +86,66 @@ class ReaderPlan:
 
 def reader_main(
     plan: ReaderPlan,
-    next_block: Any,
-    work: Any,
-    results: Any,
+    next_block: BlockCounter,
+    work: ClipChannel,
+    outbox: Outbox,
     budget: Budget,
-    stop: Any,
+    flag: RunFlag,
     stats: Any,
-    doing: Any,
+    board: Board,
 ) -> None:
-    """Decode rows block by block; send clips to the workers and rejects to the main process.
-
-    `doing[rank]` holds the unit being read (-1: none), so the main process can say what a reader
-    that died was doing.
-    """
+    """Decode rows block by block; send clips to the workers and rejects to the main process."""
     _child_setup()
-    try:
+    with _reporting(outbox):
+        reached("starting")
         resample = Resampler(plan.sample_rate)
-        while not stop.is_set():
-            with next_block.get_lock():
-                k = next_block.value
-                next_block.value += 1
+        while flag.running:
+            k = next_block.take()
             if k >= len(plan.blocks):
                 break
             unit, src_index, start, stop_row, shard = plan.blocks[k]
-            doing[plan.rank] = unit
+            board.enter(plan.slot, Phase.READING, unit)
             rows = 0
             for index, row in plan.sources[src_index].read(start, stop_row, shard):
                 rows += 1
-                clip = _read_row(row, unit, src_index, index, plan, resample, results)
+                clip = _read_row(row, unit, src_index, index, plan, resample, outbox)
+                board.step(plan.slot)
                 if clip is None:
                     continue
-                if not budget.acquire(clip.samples, stop):
+                if not budget.fits(clip.samples):
+                    board.enter(plan.slot, Phase.BUDGET, unit)
+                    reached("budget")
+                    if not budget.wait_for(clip.samples, flag):
+                        return
+                    board.enter(plan.slot, Phase.READING, unit)
+                budget.take(plan.rank, clip.samples)
+                if not work.put(clip, flag):
                     return
-                work.put(clip)
                 stats[2 * plan.rank] += 1
                 stats[2 * plan.rank + 1] += clip.meta["duration"]
+                reached("reading")
             if shard is not None:  # a streamed shard's row count is known only now
-                results.put(("unit_read", unit, rows))
-        doing[plan.rank] = -1
-        results.put(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
+                outbox.send(("unit_read", unit, rows))
+        board.enter(plan.slot, Phase.IDLE)
+        outbox.send(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
+        reached("idle")
         # Queued tensors are shared by file descriptor, served by this process: stay alive until
-        # the main process has everything.
-        stop.wait()
+        # every row is done.
+        while flag.running:
+            time.sleep(POLL_SECONDS / 5)
+
+
+@contextlib.contextmanager
+def _reporting(outbox: Outbox) -> Iterator[None]:
+    """A child's body: an exception goes to the main process as its traceback, and every message
+    is written before the child exits."""
+    try:
+        yield
     except Exception:
-        results.put(("error", f"reader {plan.rank}", traceback.format_exc()))
+        outbox.send(("error", traceback.format_exc()))
         raise
+    finally:
+        outbox.close()
 
 
 def _read_row(
@@ -166,7 +155,7 @@ def _read_row(
     index: int,
     plan: ReaderPlan,
     resample: Resampler,
-    results: Any,
+    outbox: Outbox,
 ) -> Clip | None:
     try:
         text = row["text"]
@@ -176,7 +165,7 @@ def _read_row(
         check_audio(audio, rate, plan.min_samples, plan.max_duration)
         wave = resample(audio, rate)
     except Rejected as rej:
-        results.put(("reject", unit, index, _row_id(row), rej.reason, rej.detail))
+        outbox.send(("reject", unit, index, _row_id(row), rej.reason, rej.detail))
         return None
     speaker = row["speaker"]
     meta = {
@@ -196,7 +185,7 @@ def _row_id(row: dict) -> Any:
 
 @dataclass
 class DevicePlan:
-    rank: int
+    rank: int  # also its row on the Board
     device: str
     weights: Weights
     arch: dict
@@ -212,12 +201,20 @@ class DevicePlan:
 
 
 def device_main(
-    plan: DevicePlan, work: Any, results: Any, budget: Budget, stop: Any, stats: Any
+    plan: DevicePlan,
+    work: ClipChannel,
+    outbox: Outbox,
+    budget: Budget,
+    flag: RunFlag,
+    stats: Any,
+    board: Board,
 ) -> None:
     """Pull clips, bucket them by padded length, encode full buckets, send tokens back."""
     _child_setup()
+    board.enter(plan.rank, Phase.LOADING)
     name = f"device worker {plan.rank} ({plan.device})"
-    try:
+    with _reporting(outbox):
+        reached("starting")
         if plan.compile and plan.cache_dir:
             from snactok.kernels import remember_isa_probes  # imports dynamo: only when compiling
 
@@ -229,18 +226,20 @@ def device_main(
         model = load_model(plan.weights, plan.arch, plan.seed)
         reference = Reference(load_model(plan.weights, plan.arch, plan.seed, fold=False), device)
         encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples)
+        if plan.compile:
+            board.enter(plan.rank, Phase.COMPILING)
+            reached("compiling")
         encoder.warm_up()
+        board.enter(plan.rank, Phase.CHECKING)
         check = startup_check(encoder, reference)
-        loop = DeviceLoop(plan, encoder, results, budget, stats, reference)
+        loop = DeviceLoop(plan, encoder, outbox, budget, stats, reference, board)
         loop.report_fallback()
         seconds = round(time.monotonic() - t0, 2)
-        results.put(("worker_ready", plan.rank, seconds, encoder.path, check))
-        loop.run(work, stop)
-        results.put(("peak_rss", name, peak_rss_mb()))
-        results.put(("worker_done", plan.rank, round(loop.verify_seconds, 3)))
-    except Exception:
-        results.put(("error", name, traceback.format_exc()))
-        raise
+        outbox.send(("worker_ready", plan.rank, seconds, encoder.path, check))
+        loop.run(work, flag)
+        board.enter(plan.rank, Phase.FINISHING)
+        outbox.send(("peak_rss", name, peak_rss_mb()))
+        outbox.send(("worker_done", plan.rank, round(loop.verify_seconds, 3)))
 
 
 def startup_check(encoder: BatchEncoder, reference: Reference) -> dict[str, Any]:
@@ -282,16 +281,19 @@ class DeviceLoop:
         self,
         plan: DevicePlan,
         encoder: BatchEncoder,
-        results: Any,
+        outbox: Any,
         budget: Budget,
         stats: Any,
         reference: Reference | None = None,
+        board: Board | None = None,
     ):
         self.plan = plan
         self.encoder = encoder
         self.reference = reference
+        self.board = board
+        self.batches = 0
         self.verify_seconds = 0.0
-        self.results = results
+        self.outbox = outbox
         self.budget = budget
         self.stats = stats
         self.multiple = pad_multiple(plan.arch)
@@ -300,25 +302,35 @@ class DeviceLoop:
         self.held = 0
         self.in_flight: tuple[list[Clip], int, Pending] | None = None
 
-    def run(self, work: Any, stop: Any) -> None:
-        while not stop.is_set():
-            try:
-                clip = work.get(timeout=IDLE_FLUSH_SECONDS if self.held else POLL_SECONDS)
-            except queue.Empty:
+    def run(self, work: ClipChannel, flag: RunFlag) -> None:
+        """Until the main process says every row is done (or stop)."""
+        while flag.running:
+            self._enter(Phase.WAITING)
+            clip = work.get(timeout=IDLE_FLUSH_SECONDS if self.held else POLL_SECONDS)
+            if clip is None:
                 if self.held:  # input is slow: encode what we have rather than idle
                     self.flush(_fullest(self.buckets))
                 self.drain()
+                if self.batches and not self.held:
+                    self._enter(Phase.WAITING)
+                    reached("waiting")
                 continue
-            if clip is None:
-                for length in sorted(self.buckets):
-                    self.flush(length)
-                self.drain()
-                return
             chunk = self.plan.chunk_samples
             if chunk is not None and padded_length(clip.samples, self.multiple) > chunk:
                 self.encode_long(clip)
             else:
                 self.add(clip)
+        for length in sorted(self.buckets):
+            self.flush(length)
+        self.drain()
+
+    def _enter(self, phase: Phase, unit: int = -1) -> None:
+        if self.board is not None:
+            self.board.enter(self.plan.rank, phase, unit)
+
+    def _step(self) -> None:
+        if self.board is not None:
+            self.board.step(self.plan.rank)
 
     def add(self, clip: Clip) -> None:
         length = padded_length(clip.samples, self.multiple)
@@ -338,9 +350,10 @@ class DeviceLoop:
         )
         per_batch = max(1, self.batch_samples // parts[0].length)
         self.stats[3 * self.plan.rank + 2] = clip.unit
+        self._enter(Phase.ENCODING, clip.unit)
         while True:
             try:
-                codes = encode_in_parts(self.encoder, clip.wave, parts, per_batch)
+                codes = encode_in_parts(self.encoder, clip.wave, parts, per_batch, self._step)
                 break
             except torch.OutOfMemoryError as err:
                 if self.device_is_cuda:
@@ -352,7 +365,7 @@ class DeviceLoop:
                 per_batch = 1
         key = (clip.unit, clip.row, clip.meta)
         checks = self.verify([clip], codes[None])
-        self.results.put(("batch", self.plan.rank, [key], codes[None], parts[-1].stop, checks))
+        self.outbox.send(("batch", self.plan.rank, [key], codes[None], parts[-1].stop, checks))
         self._done([clip])
         self.report_fallback()
 
@@ -370,7 +383,7 @@ class DeviceLoop:
                 if len(part) > 1:
                     self.batch_samples = (len(part) + 1) // 2 * length
                     self.encoder.batch_samples = self.batch_samples
-                    self.results.put(
+                    self.outbox.send(
                         (
                             "warning",
                             f"device worker {self.plan.rank}: out of memory at {len(part)} "
@@ -386,7 +399,9 @@ class DeviceLoop:
         return self.encoder.device.type == "cuda"
 
     def submit(self, clips: list[Clip], length: int) -> None:
-        self.stats[3 * self.plan.rank + 2] = clips[0].unit  # shown in progress, named if we die
+        self.stats[3 * self.plan.rank + 2] = clips[0].unit  # shown in progress
+        self._enter(Phase.ENCODING, clips[0].unit)
+        reached("encoding")
         batch = self.encoder.staging(len(clips), length)
         for i, clip in enumerate(clips):
             batch[i, : clip.samples] = clip.wave
@@ -402,7 +417,7 @@ class DeviceLoop:
         codes = pending.result()
         keys = [(c.unit, c.row, c.meta) for c in clips]
         checks = self.verify(clips, codes)
-        self.results.put(("batch", self.plan.rank, keys, codes, length, checks))
+        self.outbox.send(("batch", self.plan.rank, keys, codes, length, checks))
         self._done(clips)
         self.report_fallback()
 
@@ -433,7 +448,7 @@ class DeviceLoop:
     def report_fallback(self) -> None:
         """Tell the main process, once, that compiling failed and the encoder runs eagerly."""
         if self.encoder.fallback:
-            self.results.put(
+            self.outbox.send(
                 (
                     "warning",
                     f"device worker {self.plan.rank} ({self.plan.device}): torch.compile failed, "
@@ -443,7 +458,7 @@ class DeviceLoop:
             self.encoder.fallback = None
 
     def reject(self, clip: Clip, reason: str, detail: str) -> None:
-        self.results.put(("reject", clip.unit, clip.row, clip.meta["id"], reason, detail))
+        self.outbox.send(("reject", clip.unit, clip.row, clip.meta["id"], reason, detail))
         self._done([clip], encoded=False)
 
     def _done(self, clips: list[Clip], encoded: bool = True) -> None:
@@ -451,7 +466,9 @@ class DeviceLoop:
         if encoded:
             self.stats[3 * rank] += len(clips)
             self.stats[3 * rank + 1] += sum(c.meta["duration"] for c in clips)
-        self.budget.release(sum(c.samples for c in clips))
+            self.batches += 1
+        self._step()
+        self.budget.give_back(rank, sum(c.samples for c in clips))
 
 
 def _fullest(buckets: dict[int, list[Clip]]) -> int:
