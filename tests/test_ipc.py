@@ -117,3 +117,37 @@ def test_the_budget_waits_for_room_and_lets_an_oversized_clip_pass_alone():
     assert budget.held == 500 and not budget.fits(1)
     flag.stop()
     assert budget.wait_for(1, flag) is False  # a stopping run does not wait
+
+
+class _Unkillable:
+    """A stand-in for a child stuck in the kernel (D state), which outlives SIGKILL: no real
+    process can be put in that state from a test."""
+
+    pid, exitcode = 4242, None
+
+    def join(self, timeout=None):
+        time.sleep(min(timeout or 0, 0.05))
+
+    def is_alive(self):
+        return True
+
+    def kill(self):
+        self.killed = True
+
+
+def test_the_way_out_never_waits_on_a_child_that_cannot_exit(caplog):
+    import multiprocessing.process
+
+    from snactok.ipc import Board, Inbox
+    from snactok.supervise import Child, Supervisor
+
+    stuck = _Unkillable()
+    multiprocessing.process._children.add(stuck)
+    board = Board(tmp.get_context("spawn"), 1)
+    supervisor = Supervisor([Child("device worker 0 (cuda:0)", 0, stuck, -1)], board, Inbox(), [], 600)
+    supervisor.started.append(supervisor.children[0])
+    t0 = time.monotonic()
+    supervisor.shutdown(clean=False)
+    assert time.monotonic() - t0 < 5 and stuck.killed
+    assert stuck not in multiprocessing.process._children  # the exit handler will not join it
+    assert "has not exited 3 s after SIGKILL: it is stuck in the kernel" in caplog.text

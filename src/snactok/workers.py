@@ -2,10 +2,12 @@
 
 Readers take blocks of rows from a shared counter, so every reader stays busy even on one unit.
 Clips travel to the device workers as float32 tensors in shared memory. A sample budget bounds
-what is decoded but not yet encoded. Everything between processes goes through `snactok.ipc`,
-where no death can wedge another process; each child keeps its phase on the `Board`. A worker groups clips of one padded length, checks its fast
+what is decoded but not yet encoded. A worker groups clips of one padded length, checks its fast
 path against single-clip `SNAC.encode` before the first batch (`startup_check`), and encodes a
 deterministic sample of rows again by that reference method (`chosen_for_verify`).
+
+Everything between processes goes through `snactok.ipc`, where no death can wedge another
+process, and each child keeps its phase on the `Board`, for the main process to name.
 """
 
 from __future__ import annotations
@@ -291,7 +293,6 @@ class DeviceLoop:
         self.encoder = encoder
         self.reference = reference
         self.board = board
-        self.batches = 0
         self.verify_seconds = 0.0
         self.outbox = outbox
         self.budget = budget
@@ -311,7 +312,7 @@ class DeviceLoop:
                 if self.held:  # input is slow: encode what we have rather than idle
                     self.flush(_fullest(self.buckets))
                 self.drain()
-                if self.batches and not self.held:
+                if self.stats[3 * self.plan.rank] and not self.held:  # between batches
                     self._enter(Phase.WAITING)
                     reached("waiting")
                 continue
@@ -414,6 +415,7 @@ class DeviceLoop:
             return
         clips, length, pending = self.in_flight
         self.in_flight = None
+        self._enter(Phase.ENCODING, clips[0].unit)  # waiting on the device is encoding
         codes = pending.result()
         keys = [(c.unit, c.row, c.meta) for c in clips]
         checks = self.verify(clips, codes)
@@ -466,7 +468,6 @@ class DeviceLoop:
         if encoded:
             self.stats[3 * rank] += len(clips)
             self.stats[3 * rank + 1] += sum(c.meta["duration"] for c in clips)
-            self.batches += 1
         self._step()
         self.budget.give_back(rank, sum(c.samples for c in clips))
 
