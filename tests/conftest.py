@@ -107,7 +107,11 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> sub
 
 def start_cli(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """`python encode.py ...` in the background, in its own session (so a test can signal its
-    whole process group, as a terminal does), writing stdout and stderr to `log`."""
+    whole process group, as a terminal does), writing stdout and stderr to `log`.
+
+    SIGINT is set back to its default in the child, as for a command typed at a terminal: a test
+    run started in the background by a shell (`make test &`) inherits SIGINT ignored, and Python
+    keeps an ignored SIGINT ignored."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "w") as out:
         return subprocess.Popen(
@@ -117,7 +121,14 @@ def start_cli(args: list[str], log: Path, env: dict | None = None) -> subprocess
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def alive(pid: int) -> bool:

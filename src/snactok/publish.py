@@ -643,7 +643,7 @@ def _files_section(run: Run) -> str:
         f"{run.conf.get('output', {}).get('lines_per_file', '?')} input rows, named "
         "`<source>-<unit>`.\n"
         f"- `{MANIFEST}`: a header (codec, weights, sources, package versions, git commit, the "
-        "resolved config), one record per shard (rows read, written and rejected, bytes, sha256, "
+        "settings that decide the output), one record per shard (rows read, written and rejected, bytes, sha256, "
         "tokens per layer, audio seconds), then a summary. Check a download with the records' "
         "`sha256`.\n"
         f"- `{REJECTS}`: one line per row that was not encoded: `source, unit, row, id, reason, "
@@ -661,7 +661,8 @@ def _provenance(run: Run) -> str:
         f"Encoded by snactok (git commit `{h.get('git_commit')}`) with {versions} on "
         f"{', '.join(h.get('devices', []))}"
         + (f", autocast `{autocast}` (tokens differ from fp32)" if autocast else "")
-        + f". `{MANIFEST}` holds the full config and the run's fingerprint."
+        + f". `{MANIFEST}` holds the settings that decide the output (the run's local record has"
+        " the full config)."
     )
 
 
