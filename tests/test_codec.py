@@ -97,9 +97,15 @@ def test_local_weights_dir_loads_through_snac(weights_dir):
     assert (w.kind, w.path) == ("local", str(weights_dir("snac_24khz")))
 
 
-def test_weights_that_do_not_match_the_declared_arch_are_refused(weights_dir):
-    with pytest.raises(ConfigError, match=r"sampling_rate: weights have 24000, config declares 44100"):
-        resolve_weights(_codec_cfg("snac_44khz", weights_dir("snac_24khz")))
+@pytest.mark.parametrize("codec, weights", [("snac_44khz", "snac_24khz"), ("snac_24khz", "snac_32khz")])
+def test_weights_that_do_not_fit_the_codec_are_refused_naming_the_codec_they_are(
+    weights_dir, codec, weights
+):
+    with pytest.raises(ConfigError) as info:
+        resolve_weights(_codec_cfg(codec, weights_dir(weights)))
+    message = str(info.value)
+    assert f"do not fit codec={codec}; they are {weights} weights: use codec={weights}" in message
+    assert "sampling_rate: weights have" in message and "\n" not in message
 
 
 def test_hub_unreachable_and_not_cached_names_the_overrides(tmp_path, monkeypatch):

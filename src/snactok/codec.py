@@ -81,7 +81,7 @@ def resolve_weights(codec: Any) -> Weights:
                 f"codec.weights={name!r} is a directory without {missing}; it needs config.json and "
                 "pytorch_model.bin (the Hub layout, as written by snac)"
             )
-        _check_arch(json.loads((local / "config.json").read_text()), codec["arch"], name)
+        _check_arch(json.loads((local / "config.json").read_text()), codec, name)
         return Weights(kind="local", name=name, path=str(local.resolve()))
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise ConfigError(
@@ -104,18 +104,42 @@ def _resolve_hub(repo: str, codec: Any) -> Weights:
             f"codec.weights=random for an offline smoke run (tokens are then meaningless)."
         ) from err
     snapshot = Path(paths[0]).parent
-    _check_arch(json.loads(Path(paths[0]).read_text()), codec["arch"], repo)
+    _check_arch(json.loads(Path(paths[0]).read_text()), codec, repo)
     return Weights(kind="hub", name=repo, path=str(snapshot), sha=snapshot.name)
 
 
-def _check_arch(loaded: dict, declared: Any, where: str) -> None:
-    diffs = [
+def _check_arch(loaded: dict, codec: Any, where: str) -> None:
+    """Refuse weights whose config.json differs from the codec's arch, naming the codec they are."""
+    diffs = _arch_diffs(loaded, codec["arch"])
+    if not diffs:
+        return
+    fits = [name for name, arch in checked_in_codecs().items() if not _arch_diffs(loaded, arch)]
+    what = (
+        f"they are {fits[0]} weights: use codec={fits[0]}"
+        if fits
+        else "they fit no codec in conf/codec/"
+    )
+    raise ConfigError(f"weights {where!r} do not fit codec={codec['name']}; {what} ({'; '.join(diffs)})")
+
+
+def _arch_diffs(loaded: dict, declared: Any) -> list[str]:
+    return [
         f"{k}: weights have {loaded[k]!r}, config declares {declared[k]!r}"
         for k in declared
         if k in loaded and _plain(loaded[k]) != _plain(declared[k])
     ]
-    if diffs:
-        raise ConfigError(f"weights {where!r} do not match codec.arch: " + "; ".join(diffs))
+
+
+def checked_in_codecs() -> dict[str, dict[str, Any]]:
+    """name -> arch of each conf/codec/*.yaml (none when the package runs without the repo)."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "codec").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if "arch" in node and "name" in node:
+            found[str(node.name)] = OmegaConf.to_container(node.arch)
+    return found
 
 
 def _plain(value: Any) -> Any:
