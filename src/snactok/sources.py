@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,10 @@ def _open_source(
         data = _load_path(src)
     revision = src["revision"] if src["hub"] else None
     commit = hub_dataset_commit(src["hub"], revision) if src["hub"] else None
-    label_name = src["hub"].split("/")[-1] if src["hub"] else resolve_path(src["path"]).name
+    local = None if src["hub"] else resolve_path(src["path"])
+    label_name = (
+        src["hub"].split("/")[-1] if src["hub"] else local.stem if local.is_file() else local.name
+    )
     # Local folders are identified by the file's path relative to the folder.
     local_id = "file_name" if src["path"] and "file_name" in data.column_names else None
     columns = {
@@ -365,18 +369,87 @@ def resolve_path(path: str) -> Path:
     return in_repo if in_repo.exists() else p.resolve()
 
 
+# A single data file `dataset.sources[].path` may name: its suffix -> datasets' builder.
+DATA_FILE_BUILDERS = {
+    ".parquet": "parquet",
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".arrow": "arrow",
+}
+
+
 def _load_path(src: Any) -> datasets.Dataset:
+    """A local source: a folder of audio files, one data file, a `save_to_disk` dir, or anything
+    `datasets.load_dataset(path)` reads (a folder of data files, a Hub snapshot on disk)."""
     root = resolve_path(src["path"])
     if not root.exists():
         raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {root})")
-    if root.is_dir() and (root / f"{root.name}.py").exists():
+    if root.is_file():
+        return _load_data_file(root, src)
+    if (root / f"{root.name}.py").exists():
         raise ConfigError(_script_hint(str(root)))
+    if _saved_to_disk(root):
+        return _load_saved(root, src)
     split_dir = root / src["split"]
     if split_dir.is_dir() and _has_audio(split_dir):
         return load_audiofolder(split_dir)
-    if root.is_dir() and _has_audio(root):
+    if _has_audio(root):
         return load_audiofolder(root)
-    return datasets.load_dataset(str(root), src["config"], split=src["split"])
+    try:
+        return datasets.load_dataset(str(root), src["config"], split=src["split"])
+    except Exception as err:
+        raise ConfigError(_unreadable(root, src, err)) from err
+
+
+def _load_data_file(path: Path, src: Any) -> datasets.Dataset:
+    builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ConfigError(
+            f"dataset source path {str(path)!r} is a {path.suffix or 'suffix-less'} file; a single "
+            f"file must be one of {sorted(DATA_FILE_BUILDERS)}, or give a folder of audio files"
+        )
+    options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    try:
+        return datasets.load_dataset(
+            builder, data_files={src["split"]: str(path)}, split=src["split"], **options
+        )
+    except Exception as err:
+        raise ConfigError(_unreadable(path, src, err)) from err
+
+
+def _saved_to_disk(root: Path) -> bool:
+    """A dir `Dataset.save_to_disk` or `DatasetDict.save_to_disk` wrote."""
+    return (root / "state.json").is_file() or (root / "dataset_dict.json").is_file()
+
+
+def _load_saved(root: Path, src: Any) -> datasets.Dataset:
+    data = datasets.load_from_disk(str(root))
+    if isinstance(data, datasets.DatasetDict):
+        if src["split"] not in data:
+            raise ConfigError(
+                f"{root} (a save_to_disk DatasetDict) has splits {sorted(data)}, not "
+                f"{src['split']!r}; set the source's split, e.g. dataset.sources[0].split={sorted(data)[0]}"
+            )
+        data = data[src["split"]]
+    return data
+
+
+def _unreadable(root: Path, src: Any, err: Exception) -> str:
+    """What was found at `root` and what it could be, instead of a library's traceback."""
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    found = Counter(f.suffix.lower() or "(no suffix)" for f in files[:10000])
+    seen = ", ".join(
+        f"{n} {suffix}" for suffix, n in sorted(found.items(), key=lambda x: (-x[1], x[0]))[:6]
+    )
+    return (
+        f"cannot read dataset source {str(root)!r} (split={src['split']!r}): "
+        f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}. Found "
+        f"{seen or 'no files'}. A local source is a folder of audio files (with an optional "
+        "metadata.csv), one Parquet/JSONL/CSV/Arrow file, a save_to_disk dir, or a folder of "
+        "data files datasets can load; for a split other than train, set the source's `split`"
+    )
 
 
 def _has_audio(root: Path) -> bool:
