@@ -18,7 +18,7 @@ DATASETS = sorted(p.stem for p in (ROOT / "conf" / "dataset").glob("*.yaml"))
 @pytest.mark.parametrize("codec", CODECS)
 def test_every_codec_dataset_pair_composes(codec, dataset):
     overrides = [f"codec={codec}", f"dataset={dataset}"]
-    if dataset == "local_folder":
+    if dataset in ("local_folder", "common_voice"):  # a local folder or release: path is ???
         overrides.append("dataset.path=/data/wavs")
     cfg = compose_cfg(overrides)
     check_config(cfg)
@@ -47,14 +47,13 @@ def test_local_folder_path_is_interpolated_into_its_source():
     assert cfg.dataset.sources[0].path == "/data/wavs"
 
 
-def test_common_voice_reads_the_parquet_conversion():
-    src = compose_cfg(["dataset=common_voice"]).dataset.sources[0]
-    assert (src.hub, src.config, src.revision) == (
-        "mozilla-foundation/common_voice_11_0",
-        "en",
-        "refs/convert/parquet",
-    )
+def test_common_voice_reads_a_downloaded_release():
+    """The Hub's common_voice repos are empty since late 2025: the source is a local release."""
+    cfg = compose_cfg(["dataset=common_voice", "dataset.path=/data/cv/en"]).dataset
+    src = cfg.sources[0]
+    assert (src.hub, src.path, src.id_column) == (None, "/data/cv/en", "path")
     assert (src.text_column, src.speaker_column) == ("sentence", "client_id")
+    assert list(cfg.languages) == [] and dict(src.add_constant) == {"locale": "{lang}"}
 
 
 def test_any_key_can_be_overridden():

@@ -73,6 +73,9 @@ class DatasetConfig:
     # A folder for sources to interpolate (`local_folder` leaves it ???); the others set null.
     # MISSING here, because Hydra's merge lets a YAML `???` keep a schema default.
     path: str | None = MISSING
+    # One source per language: a local source's path gets /<lang>, and an add_constant value
+    # `{lang}` becomes the language (dataset=common_voice: dataset.languages=[en,de]).
+    languages: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -9,6 +9,7 @@ as a whole.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 import logging
@@ -161,7 +162,8 @@ def owner(unit_index: int, num_jobs: int) -> int:
 
 def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
     stream = {"streaming": dataset_cfg["streaming"], "reshard": dataset_cfg["reshard"]}
-    sources = [_open_source(i, src, max_rows, **stream) for i, src in enumerate(dataset_cfg["sources"])]
+    configured = per_language(dataset_cfg)
+    sources = [_open_source(i, src, max_rows, **stream) for i, src in enumerate(configured)]
     labels = [s.label for s in sources]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
@@ -169,6 +171,27 @@ def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
             f"dataset.sources give the same shard names {dupes}; set distinct config/split"
         )
     return sources
+
+
+LANG = "{lang}"
+
+
+def per_language(dataset_cfg: Any) -> list[dict[str, Any]]:
+    """The sources, one per language of `dataset.languages` (a local source's path gets
+    `/<lang>`); an `add_constant` value `{lang}` becomes the language: the listed one, or without
+    `dataset.languages` the source folder's name (a Common Voice release's `<lang>` dir)."""
+    languages = dataset_cfg.get("languages") or [None]
+    out = []
+    for src in dataset_cfg["sources"]:
+        for lang in languages:
+            one = dict(src)
+            if lang is not None and one.get("path"):
+                one["path"] = str(Path(one["path"]) / lang)
+            code = lang or (Path(one["path"]).name if one.get("path") else one.get("config"))
+            constants = one.get("add_constant") or {}
+            one["add_constant"] = {k: code if v == LANG else v for k, v in constants.items()}
+            out.append(one)
+    return out
 
 
 def plan_units(sources: list[Source], lines_per_file: int) -> list[Unit]:
@@ -392,6 +415,8 @@ def _load_path(src: Any) -> datasets.Dataset:
         raise ConfigError(_script_hint(str(root)))
     if _saved_to_disk(root):
         return _load_saved(root, src)
+    if (root / "clips").is_dir() and any(root.glob("*.tsv")):
+        return load_common_voice(root, src["split"])
     split_dir = root / src["split"]
     if split_dir.is_dir() and _has_audio(split_dir):
         return load_audiofolder(split_dir)
@@ -450,6 +475,29 @@ def _unreadable(root: Path, src: Any, err: Exception) -> str:
         "metadata.csv), one Parquet/JSONL/CSV/Arrow file, a save_to_disk dir, or a folder of "
         "data files datasets can load; for a split other than train, set the source's `split`"
     )
+
+
+def load_common_voice(root: Path, split: str) -> datasets.Dataset:
+    """A Common Voice release's language dir as the Mozilla Data Collective ships it: `clips/*.mp3`
+    and one TSV per split (`train.tsv`, `dev.tsv`, `test.tsv`, `validated.tsv`, ...) with columns
+    `client_id, path, sentence_id, sentence, ..., locale`. Every TSV column is kept; `audio` is
+    added, pointing into `clips/`. The TSVs are not quoted: a `"` in a sentence is text."""
+    tsv = root / f"{split}.tsv"
+    if not tsv.is_file():
+        splits = sorted(p.stem for p in root.glob("*.tsv"))
+        raise ConfigError(
+            f"{root} is a Common Voice release dir without {tsv.name}; its splits are {splits}: set "
+            f"the source's split, e.g. dataset.sources.0.split={'validated' if 'validated' in splits else splits[0]}"
+        )
+    with open(tsv, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    if "path" not in columns:
+        raise ConfigError(f"{tsv} has no `path` column; columns are {columns}")
+    data = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    audio = [{"bytes": None, "path": str(root / "clips" / r["path"])} for r in rows]
+    return data.add_column("audio", audio).cast_column("audio", datasets.Audio(decode=False))
 
 
 def _has_audio(root: Path) -> bool:
