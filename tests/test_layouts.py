@@ -123,3 +123,28 @@ def test_an_unreadable_source_says_what_was_found_before_anything_starts(tmp_pat
         text = proc.stdout + proc.stderr
         assert proc.returncode == 2, text[-3000:]
         assert "config error" in text and expected in text and "Traceback" not in text, text[-3000:]
+
+
+def test_id_and_speaker_columns_are_found_by_name_and_the_log_says_so(source, tmp_path, weights_dir):
+    """A Hub-style Parquet with `id` and `speaker` columns and no column settings: its ids and
+    speakers are used (`auto`), and the log line names them; `speaker_column=null` drops it."""
+    path = LAYOUTS["parquet file"](tmp_path, source)
+    args = [
+        "dataset=local_folder",
+        f"dataset.path={path}",
+        f"codec.weights={weights_dir('snac_24khz')}",
+        "runtime=debug",
+        "runtime.max_rows=3",
+    ]
+    proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'auto'}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = run_rows(tmp_path / "auto")
+    assert [(r["id"], r["speaker"]) for r in rows] == list(
+        zip(source["id"], source["speaker"], strict=True)
+    )[:3]
+    log = proc.stdout + proc.stderr
+    assert "columns audio 'audio', text 'text', speaker 'speaker' (auto), id 'id' (auto)" in log
+    proc = run_cli([*args, "dataset.sources.0.speaker_column=null", f"hydra.run.dir={tmp_path / 'off'}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert all("speaker" not in r for r in run_rows(tmp_path / "off"))
+    assert "speaker none, id 'id' (auto)" in proc.stdout + proc.stderr

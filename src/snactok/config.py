@@ -57,8 +57,11 @@ class SourceConfig:
     revision: str | None = None
     text_column: str | None = "text"
     audio_column: str = "audio"
-    speaker_column: str | None = None
-    id_column: str | None = None
+    # `auto`: a column named `speaker` or `speaker_id` if there is one; null: no speaker.
+    speaker_column: str | None = "auto"
+    # `auto`: a column named `id` if there is one, else a local folder's file path, else the row
+    # index; null: the row index.
+    id_column: str | None = "auto"
     add_constant: dict[str, Any] = field(default_factory=dict)
 
 

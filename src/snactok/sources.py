@@ -164,6 +164,8 @@ def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
     stream = {"streaming": dataset_cfg["streaming"], "reshard": dataset_cfg["reshard"]}
     configured = per_language(dataset_cfg)
     sources = [_open_source(i, src, max_rows, **stream) for i, src in enumerate(configured)]
+    for src, conf in zip(sources, configured, strict=True):
+        log.info("source %d %s: columns %s", src.index, src.label, describe_columns(src, conf))
     labels = [s.label for s in sources]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
@@ -240,15 +242,16 @@ def _open_source(
     label_name = (
         src["hub"].split("/")[-1] if src["hub"] else local.stem if local.is_file() else local.name
     )
+    names = _column_names(data)
     # Local folders are identified by the file's path relative to the folder.
-    local_id = "file_name" if src["path"] and "file_name" in data.column_names else None
+    ids = ID_COLUMNS + (("file_name",) if src["path"] else ())
     columns = {
         "audio_column": src["audio_column"],
         "text_column": src["text_column"],
-        "speaker_column": src["speaker_column"],
-        "id_column": src["id_column"] or local_id,
+        "speaker_column": _auto(src["speaker_column"], names, SPEAKER_COLUMNS),
+        "id_column": _auto(src["id_column"], names, ids),
     }
-    _check_columns(_column_names(data), columns, index)
+    _check_columns(names, columns, index)
     audio = columns["audio_column"]
     data = data.select_columns(list(dict.fromkeys(c for c in columns.values() if c)))
     if data.features is not None and isinstance(data.features[audio], datasets.Audio):
@@ -274,13 +277,39 @@ def _open_source(
         num_rows=num_rows,
         audio_column=audio,
         text_column=src["text_column"],
-        speaker_column=src["speaker_column"],
+        speaker_column=columns["speaker_column"],
         id_column=columns["id_column"],
         constants=dict(src["add_constant"]),
         revision=revision,
         commit=commit,
         origin=dict(src),
         shards=shards,
+    )
+
+
+AUTO = "auto"
+SPEAKER_COLUMNS = ("speaker", "speaker_id")
+ID_COLUMNS = ("id",)
+
+
+def _auto(chosen: str | None, names: list[str], candidates: tuple[str, ...]) -> str | None:
+    """A column setting: as given, or with `auto` the first candidate the data has (else none)."""
+    if chosen != AUTO:
+        return chosen
+    return next((c for c in candidates if c in names), None)
+
+
+def describe_columns(src: Source, configured: dict[str, Any]) -> str:
+    """The columns a source is read with, and which were found by name, for the log."""
+
+    def one(key: str, value: str | None, none: str) -> str:
+        found = " (auto)" if configured.get(key) == AUTO and value else ""
+        return f"{value!r}{found}" if value else none
+
+    return (
+        f"audio {src.audio_column!r}, text {one('text_column', src.text_column, 'none')}, "
+        f"speaker {one('speaker_column', src.speaker_column, 'none')}, "
+        f"id {one('id_column', src.id_column, 'the row index')}"
     )
 
 
