@@ -34,7 +34,7 @@ HEADER_KEYS = (
     "merged",
 )
 WEIGHTS_KEYS = ("kind", "name", "commit", "sha256")
-SOURCE_KEYS = ("label", "rows", "revision", "commit", "streaming", "license")
+SOURCE_KEYS = ("label", "rows", "revision", "commit", "streaming", "license", "columns", "constants")
 SHARD_KEYS = (
     "type",
     "unit",

@@ -214,7 +214,7 @@ def licenses(run: Run, override: str | None = None) -> list[str | None]:
     conf_sources = run.conf.get("dataset", {}).get("sources", [])
     found = []
     for i, src in enumerate(run.header.get("sources", [])):
-        conf = conf_sources[i] if i < len(conf_sources) else {}
+        conf = conf_sources[min(i, len(conf_sources) - 1)] if conf_sources else {}
         found.append(override or src.get("license") or conf.get("license"))
     return found
 
@@ -473,7 +473,8 @@ def _sources_section(run: Run, source_licenses: list[str | None]) -> str:
     conf_sources = run.conf.get("dataset", {}).get("sources", [])
     rows = []
     for i, (src, lic) in enumerate(zip(run.header.get("sources", []), source_licenses, strict=True)):
-        conf = conf_sources[i] if i < len(conf_sources) else {}
+        # dataset.languages reads one configured source once per language
+        conf = conf_sources[min(i, len(conf_sources) - 1)] if conf_sources else {}
         if conf.get("hub"):
             where = f"[`{conf['hub']}`](https://huggingface.co/datasets/{conf['hub']})"
             where += " " + " / ".join(f"`{conf[k]}`" for k in ("config", "split") if conf.get(k))
@@ -549,10 +550,16 @@ def _column_meanings(run: Run) -> Callable[[str], str]:
     arch, conf = run.arch, run.conf
     sources = conf.get("dataset", {}).get("sources", [])
     rates = token_rates(arch)
-    constants = {k: v for s in sources for k, v in (s.get("add_constant") or {}).items()}
+    read = run.header.get("sources", [])  # as read; runs before `columns` have only the config
+    if all("columns" in s for s in read):
+        constants = {k: v for s in read for k, v in s.get("constants", {}).items()}
+        settings = [{f"{k}_column": v for k, v in s["columns"].items()} for s in read]
+    else:
+        constants = {k: v for s in sources for k, v in (s.get("add_constant") or {}).items()}
+        settings = sources
 
     def columns_of(key: str) -> str:
-        names = sorted({str(s.get(key)) for s in sources if s.get(key)})
+        names = sorted({str(s.get(key)) for s in settings if s.get(key)})
         return ", ".join(f"`{n}`" for n in names) or "none"
 
     def meaning(name: str) -> str:

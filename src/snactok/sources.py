@@ -105,6 +105,14 @@ class Source:
             "revision": self.revision,
             "commit": self.commit,
             "streaming": self.streaming,
+            # as read: `auto` settings resolved, `{lang}` constants filled in
+            "columns": {
+                "audio": self.audio_column,
+                "text": self.text_column,
+                "speaker": self.speaker_column,
+                "id": self.id_column,
+            },
+            "constants": dict(self.constants),
         }
 
     def identity(self) -> dict[str, Any]:
