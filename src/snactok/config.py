@@ -55,14 +55,22 @@ class SourceConfig:
     config: str | None = None
     split: str = "train"
     revision: str | None = None
+    # Hub or local data files to read, as datasets' `data_files` (a glob, a list, or split ->
+    # globs): e.g. Emilia/EN/*.tar for one language of a WebDataset repo. null: all of them.
+    data_files: Any = None
+    # Column names, or dotted paths into a JSON column (WebDataset: json.text, json.speaker).
     text_column: str | None = "text"
-    audio_column: str = "audio"
+    # `auto`: the `audio` column, else the columns that hold audio files (WebDataset: mp3, flac).
+    audio_column: str = "auto"
     # `auto`: a column named `speaker` or `speaker_id` if there is one; null: no speaker.
     speaker_column: str | None = "auto"
     # `auto`: a column named `id` if there is one, else a local folder's file path, else the row
     # index; null: the row index.
     id_column: str | None = "auto"
     add_constant: dict[str, Any] = field(default_factory=dict)
+    # More source columns or dotted paths to write, so rows can be filtered later: a list names
+    # each by its last part (json.dnsmos -> dnsmos), a mapping names them ({src_duration: json.duration}).
+    keep_columns: Any = field(default_factory=list)
 
 
 @dataclass
@@ -345,6 +353,15 @@ def _check_sources(dataset: DictConfig) -> None:
             raise ConfigError(
                 f"dataset.sources[{i}] must set exactly one of `hub` (a Hub dataset id) or `path` "
                 f"(a local folder); got hub={src.hub!r}, path={src.path!r}"
+            )
+        keep = src.keep_columns
+        by_list = OmegaConf.is_list(keep) and all(isinstance(k, str) for k in keep)
+        by_name = OmegaConf.is_dict(keep) and all(isinstance(v, str) for v in keep.values())
+        if not (by_list or by_name):
+            raise ConfigError(
+                f"dataset.sources[{i}].keep_columns={keep!r} is not valid; expected a list of "
+                "columns or dotted paths, e.g. [json.dnsmos], or a mapping of output names to "
+                "them, e.g. {emilia_duration: json.duration}"
             )
         keys = sorted(src.add_constant.keys())
         if constant_keys is None:

@@ -54,7 +54,15 @@ from snactok.shards import (
     sha256_file,
     write_unit,
 )
-from snactok.sources import REPO_ROOT, Source, Unit, job_units, open_sources, plan_units
+from snactok.sources import (
+    REPO_ROOT,
+    Source,
+    Unit,
+    arrow_type,
+    job_units,
+    open_sources,
+    plan_units,
+)
 from snactok.supervise import Child, PipelineError, Supervisor
 from snactok.tracking import Tracker
 from snactok.workers import (
@@ -291,7 +299,7 @@ class Collector:
     def _columns(self, src: Source) -> Columns:
         # ids are row indices without an id column (`<shard>/<row>` strings for streamed shards of
         # unknown size), else its values (non-int ones as strings)
-        feature = (src.data.features or {}).get(src.id_column) if src.id_column else None
+        feature = src.feature(src.id_column) if src.id_column else None
         id_dtype = str(getattr(feature, "dtype", "")) if src.id_column else "int"
         if not src.id_column and src.num_rows is None:
             id_dtype = "string"
@@ -301,6 +309,7 @@ class Collector:
             with_speaker=bool(src.speaker_column),
             id_is_int=id_dtype.startswith(("int", "uint")),
             flatten=self.out["flatten"],
+            kept={name: arrow_type(src.feature(path)) for name, path in src.keep.items()},
         )
 
     def elapsed(self) -> float:

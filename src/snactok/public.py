@@ -102,6 +102,8 @@ CONFIG_SOURCE_KEYS = (
     "speaker_column",
     "id_column",
     "add_constant",
+    "keep_columns",
+    "data_files",  # Hub sources only: a local one's may hold absolute paths
     "license",
 )
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s'\"`:,;()\[\]{}<>|]+)+")
@@ -174,6 +176,7 @@ def public_config(conf: dict[str, Any], weights: dict[str, Any]) -> dict[str, An
         for source in dataset["sources"]:
             if source.get("path"):
                 source["path"] = _last(source["path"])
+                source.pop("data_files", None)
     if "report" in conf:
         out["report"] = conf["report"]
     return out

@@ -557,6 +557,7 @@ def _column_meanings(run: Run) -> Callable[[str], str]:
     else:
         constants = {k: v for s in sources for k, v in (s.get("add_constant") or {}).items()}
         settings = sources
+    kept = {k: v for s in read for k, v in s.get("columns", {}).get("keep", {}).items()}
 
     def columns_of(key: str) -> str:
         names = sorted({str(s.get(key)) for s in settings if s.get(key)})
@@ -573,6 +574,8 @@ def _column_meanings(run: Run) -> Callable[[str], str]:
             return _orpheus_meaning(arch)
         if name in constants:
             return f"constant `{constants[name]}`, from the source's `add_constant`"
+        if name in kept:
+            return f"the source's `{kept[name]}`, as it is (`keep_columns`)"
         fixed = {
             "text": f"the transcript or description (source column {columns_of('text_column')}; "
             "empty when a source has none)",

@@ -75,6 +75,8 @@ class Columns:
     with_speaker: bool = False
     id_is_int: bool = False  # Parquet type of `id`: int64 (row indices, int id columns) or string
     flatten: str | None = None  # None or "orpheus": also a `codes` column
+    # dataset keep_columns: output name -> Parquet type (None: inferred from each unit's values)
+    kept: dict[str, pa.DataType | None] = field(default_factory=dict)
 
 
 def format_row(
@@ -97,6 +99,7 @@ def format_row(
     if with_speaker:
         row["speaker"] = meta["speaker"]
     row.update(constants)
+    row.update(meta.get("keep", ()))
     row["id"] = meta["id"]
     row["duration"] = meta["duration"]
     if flatten == "orpheus":
@@ -126,7 +129,7 @@ def write_unit(
     return files
 
 
-def parquet_schema(columns: Columns) -> pa.Schema:
+def parquet_schema(columns: Columns, rows: list[Row] = ()) -> pa.Schema:
     """The JSONL row's columns in its order; token layers as list<int16> (codes < 4096)."""
     fields = [pa.field("text", pa.string())]
     fields += [
@@ -136,6 +139,7 @@ def parquet_schema(columns: Columns) -> pa.Schema:
     if columns.with_speaker:
         fields.append(pa.field("speaker", pa.string()))
     fields += [pa.field(k, pa.scalar(v).type) for k, v in columns.constants.items()]
+    fields += [pa.field(k, t) for k, t in kept_types(rows, columns).items()]
     fields.append(pa.field("id", pa.int64() if columns.id_is_int else pa.string()))
     fields.append(pa.field("duration", pa.float64()))
     if columns.flatten == "orpheus":
@@ -144,7 +148,7 @@ def parquet_schema(columns: Columns) -> pa.Schema:
 
 
 def parquet_table(rows: list[Row], columns: Columns) -> pa.Table:
-    schema = parquet_schema(columns)
+    schema = parquet_schema(columns, rows)
     n = len(rows)
     layers = [r.layers() for r in rows]
     data: dict[str, pa.Array] = {"text": pa.array([r.meta["text"] for r in rows], pa.string())}
@@ -156,11 +160,21 @@ def parquet_table(rows: list[Row], columns: Columns) -> pa.Table:
         data["speaker"] = pa.array([r.meta["speaker"] for r in rows], pa.string())
     for key, value in columns.constants.items():
         data[key] = pa.array([value] * n, schema.field(key).type)
+    for key in columns.kept:
+        data[key] = pa.array([r.meta["keep"][key] for r in rows], schema.field(key).type)
     data["id"] = pa.array([r.meta["id"] for r in rows], schema.field("id").type)
     data["duration"] = pa.array([r.meta["duration"] for r in rows], pa.float64())
     if columns.flatten == "orpheus":
         data["codes"] = _list_array([orpheus.flatten(ls) for ls in layers], pa.int32())
     return pa.Table.from_arrays(list(data.values()), schema=schema)
+
+
+def kept_types(rows: list[Row], columns: Columns) -> dict[str, pa.DataType]:
+    """Kept columns' types: the source's, else what pyarrow makes of this unit's values."""
+    return {
+        name: kind or pa.array([r.meta["keep"][name] for r in rows]).type
+        for name, kind in columns.kept.items()
+    }
 
 
 def _list_array(values: list[np.ndarray], item: pa.DataType) -> pa.ListArray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import json
 import logging
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 
 from snactok.config import ConfigError
 
@@ -52,11 +54,14 @@ class Source:
     label: str  # <dataset>-<config>-<split>, the shard file prefix
     data: datasets.Dataset | datasets.IterableDataset
     num_rows: int | None  # None: streaming input whose row counts no metadata gives
-    audio_column: str
+    # The audio column; with several (a WebDataset's .mp3/.flac members), a row's first non-null.
+    audio_columns: tuple[str, ...]
+    # Columns, or dotted paths into a JSON/struct column (`json.text`); None: not read.
     text_column: str | None
     speaker_column: str | None
-    id_column: str | None  # None: local folders use the file path, Hub sets the row index
+    id_column: str | None  # None: the row index
     constants: dict[str, Any] = field(default_factory=dict)
+    keep: dict[str, str] = field(default_factory=dict)  # output column -> its path in the source
     revision: str | None = None
     commit: str | None = None  # the Hub commit `revision` resolved to
     origin: dict[str, Any] = field(default_factory=dict)  # the source's config
@@ -81,22 +86,31 @@ class Source:
         for offset, row in enumerate(itertools.islice(rows, limit)):
             index = offset if start is None else start + offset
             fallback = f"{self.label}-{shard:05d}/{offset}" if start is None else index
-            yield index, self._row(row, row[self.id_column] if self.id_column else fallback)
+            yield index, self._row(row, index if start is not None else fallback)
 
-    def _row(self, row: dict, row_id: Any) -> dict[str, Any]:
-        return {
-            "audio": row[self.audio_column],
-            "text": row[self.text_column] if self.text_column else "",
-            "speaker": row[self.speaker_column] if self.speaker_column else None,
-            "id": row_id,
+    def _row(self, row: dict, index: Any) -> dict[str, Any]:
+        audio = next((row[c] for c in self.audio_columns if row[c] is not None), None)
+        out = {
+            "audio": audio,
+            "text": lookup(row, self.text_column) if self.text_column else "",
+            "speaker": lookup(row, self.speaker_column) if self.speaker_column else None,
+            "id": lookup(row, self.id_column) if self.id_column else index,
         }
+        if self.keep:
+            out["keep"] = {name: lookup(row, path) for name, path in self.keep.items()}
+        return out
 
     def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """Rows [start, stop) as dicts with keys audio, text, speaker, id."""
+        """Rows [start, stop) as dicts with keys audio, text, speaker, id (and keep)."""
         batch = self.data[start:stop]
-        n = stop - start
-        ids = batch[self.id_column] if self.id_column else range(start, stop)
-        return [self._row({k: v[i] for k, v in batch.items()}, ids[i]) for i in range(n)]
+        return [
+            self._row({k: v[i] for k, v in batch.items()}, index)
+            for i, index in enumerate(range(start, stop))
+        ]
+
+    def feature(self, path: str) -> Any:
+        """The datasets feature at a column or dotted path; None when the source has no types."""
+        return feature_at(self.data.features, path) if self.data.features is not None else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -107,10 +121,11 @@ class Source:
             "streaming": self.streaming,
             # as read: `auto` settings resolved, `{lang}` constants filled in
             "columns": {
-                "audio": self.audio_column,
+                "audio": ",".join(self.audio_columns),
                 "text": self.text_column,
                 "speaker": self.speaker_column,
                 "id": self.id_column,
+                **({"keep": dict(self.keep)} if self.keep else {}),
             },
             "constants": dict(self.constants),
         }
@@ -123,9 +138,10 @@ class Source:
         """
         ids = hashlib.sha256()
         if self.id_column and not self.streaming:
-            column = self.data.select_columns([self.id_column])[: self.num_rows][self.id_column]
-            for rid in column:
-                ids.update(f"{rid}\n".encode())
+            top = top_column(self.id_column, self.data.column_names)
+            column = self.data.select_columns([top])[: self.num_rows][top]
+            for value in column:
+                ids.update(f"{lookup({top: value}, self.id_column)}\n".encode())
         # The commit stands for the revision it came from; without one, the revision's name.
         origin = {k: v for k, v in self.origin.items() if k != "revision" or self.commit is None}
         return {
@@ -254,16 +270,17 @@ def _open_source(
     # Local folders are identified by the file's path relative to the folder.
     ids = ID_COLUMNS + (("file_name",) if src["path"] else ())
     columns = {
-        "audio_column": src["audio_column"],
         "text_column": src["text_column"],
         "speaker_column": _auto(src["speaker_column"], names, SPEAKER_COLUMNS),
         "id_column": _auto(src["id_column"], names, ids),
     }
-    _check_columns(names, columns, index)
-    audio = columns["audio_column"]
-    data = data.select_columns(list(dict.fromkeys(c for c in columns.values() if c)))
-    if data.features is not None and isinstance(data.features[audio], datasets.Audio):
-        data = data.cast_column(audio, datasets.Audio(decode=False))
+    audio = _audio_columns(src["audio_column"], names, data.features, index)
+    keep = _kept(src.get("keep_columns") or [], src["add_constant"], index)
+    paths = {"audio_column": audio[0] if src["audio_column"] != AUTO else None, **columns}
+    paths |= {f"keep_columns[{i}]": path for i, path in enumerate(keep.values())}
+    _check_columns(data, names, paths, index)
+    used = [top_column(path, names) for path in (*audio, *columns.values(), *keep.values()) if path]
+    data = _undecoded(data.select_columns(list(dict.fromkeys(used))), audio)
     if shards is None:
         num_rows = len(data) if max_rows is None else min(len(data), max_rows)
     elif any(rows is None for _, rows in shards):
@@ -283,11 +300,12 @@ def _open_source(
         label=label,
         data=data,
         num_rows=num_rows,
-        audio_column=audio,
+        audio_columns=audio,
         text_column=src["text_column"],
         speaker_column=columns["speaker_column"],
         id_column=columns["id_column"],
         constants=dict(src["add_constant"]),
+        keep=keep,
         revision=revision,
         commit=commit,
         origin=dict(src),
@@ -297,7 +315,98 @@ def _open_source(
 
 AUTO = "auto"
 SPEAKER_COLUMNS = ("speaker", "speaker_id")
-ID_COLUMNS = ("id",)
+ID_COLUMNS = ("id", "__key__")  # __key__: a WebDataset sample's key
+# Output columns a kept source column may not take the name of (snac_layer_N is checked apart).
+OUTPUT_COLUMNS = ("text", "num_layers", "token_lengths", "speaker", "id", "duration", "codes")
+# A WebDataset audio member as datasets stores it, without the Audio feature: datasets encodes
+# Audio values through torchcodec (and system FFmpeg) even when they are never decoded.
+RAW_AUDIO = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+
+
+def lookup(row: dict, path: str) -> Any:
+    """A column's value, or with a dotted path a field inside a JSON/struct column (`json.text`);
+    None where a row lacks the field."""
+    if path in row:
+        return row[path]
+    top, *keys = path.split(".")
+    value = row[top]
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def top_column(path: str, names: list[str]) -> str:
+    """The column a path reads: itself when a column has that name (`audio.flac`), else the part
+    before the first dot."""
+    return path if path in names else path.split(".")[0]
+
+
+def feature_at(features: Any, path: str) -> Any:
+    """The feature at a column or dotted path, or None when there is none."""
+    if path in features:
+        return features[path]
+    top, *keys = path.split(".")
+    feature = features.get(top)
+    for key in keys:
+        if not isinstance(feature, dict) or key not in feature:
+            return None
+        feature = feature[key]
+    return feature
+
+
+def arrow_type(feature: Any) -> pa.DataType | None:
+    """The Parquet type a datasets feature is stored as; None for an unknown one."""
+    if feature is None:
+        return None
+    return datasets.Features({"x": feature}).arrow_schema.field("x").type
+
+
+def _audio_columns(chosen: str, names: list[str], features: Any, index: int) -> tuple[str, ...]:
+    """`auto`: the `audio` column, else every column typed as audio (a WebDataset's `mp3`, `flac`,
+    ... members), of which each row gives its first non-null."""
+    if chosen != AUTO:
+        return (chosen,)
+    if "audio" in names:
+        return ("audio",)
+    typed = tuple(c for c, f in (features or {}).items() if isinstance(f, datasets.Audio))
+    if not typed:
+        raise ConfigError(
+            f"dataset.sources[{index}] has no audio column: none is named `audio` or holds audio "
+            f"files; columns are {names}. Set dataset.sources.{index}.audio_column"
+        )
+    return typed
+
+
+def _kept(setting: Any, constants: dict[str, Any], index: int) -> dict[str, str]:
+    """`keep_columns` by output name: a list names each by its path's last part (`json.dnsmos`
+    -> `dnsmos`), a mapping gives the names (`{emilia_duration: json.duration}`)."""
+    named = dict(setting) if isinstance(setting, dict) else {p.rsplit(".", 1)[-1]: p for p in setting}
+    if not isinstance(setting, dict) and len(named) < len(setting):
+        raise ConfigError(
+            f"dataset.sources[{index}].keep_columns {list(setting)} end in the same name twice; "
+            "name them with a mapping, e.g. keep_columns={a_text: a.text, b_text: b.text}"
+        )
+    for name, path in named.items():
+        if name in OUTPUT_COLUMNS or name in constants or re.fullmatch(r"snac_layer_\d+", name):
+            raise ConfigError(
+                f"dataset.sources[{index}].keep_columns: {path!r} would be written as column "
+                f"{name!r}, which the output already has; name it with a mapping, e.g. "
+                f"keep_columns={{source_{name}: {path}}}"
+            )
+    return named
+
+
+def _undecoded(data: Any, audio: tuple[str, ...]) -> Any:
+    """Audio columns as undecoded {bytes, path}: Audio(decode=False) on a Dataset; plain bytes
+    and path on a stream, whose rows datasets would otherwise encode through torchcodec."""
+    for column in audio:
+        if data.features is None or not isinstance(data.features.get(column), datasets.Audio):
+            continue
+        if isinstance(data, datasets.IterableDataset):
+            data = data.cast_column(column, RAW_AUDIO)
+        else:
+            data = data.cast_column(column, datasets.Audio(decode=False))
+    return data
 
 
 def _auto(chosen: str | None, names: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -314,10 +423,13 @@ def describe_columns(src: Source, configured: dict[str, Any]) -> str:
         found = " (auto)" if configured.get(key) == AUTO and value else ""
         return f"{value!r}{found}" if value else none
 
+    audio = " or ".join(repr(c) for c in src.audio_columns)
+    kept = ", ".join(f"{path!r} as {name!r}" for name, path in src.keep.items())
     return (
-        f"audio {src.audio_column!r}, text {one('text_column', src.text_column, 'none')}, "
+        f"audio {audio}{' (auto)' if configured.get('audio_column') == AUTO else ''}, "
+        f"text {one('text_column', src.text_column, 'none')}, "
         f"speaker {one('speaker_column', src.speaker_column, 'none')}, "
-        f"id {one('id_column', src.id_column, 'the row index')}"
+        f"id {one('id_column', src.id_column, 'the row index')}" + (f"; kept {kept}" if kept else "")
     )
 
 
@@ -333,8 +445,14 @@ def _load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, 
             f"from the Hub; {where} is a folder of audio files, which is read in place already. "
             "Set dataset.streaming=false"
         )
+    data_files, options = src.get("data_files"), {}
+    if src["path"] and Path(where).is_file():  # one local data file: its format's builder
+        where, data_files = _file_builder(Path(where)), {src["split"]: where}
+        options = {"delimiter": "\t"} if src["path"].lower().endswith(".tsv") else {}
+    elif src["path"] and _saved_to_disk(Path(where)):
+        where, data_files = "arrow", {src["split"]: _saved_files(Path(where), src["split"])}
     try:
-        builder = datasets.load_dataset_builder(where, src["config"], revision=src["revision"])
+        builder = source_builder(where, src, data_files, **options)
         data = builder.as_streaming_dataset(split=src["split"])
         files = [str(f) for f in builder.config.data_files[src["split"]]]
     except Exception as err:
@@ -342,7 +460,7 @@ def _load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, 
             f"cannot stream dataset {where!r} (config={src['config']!r}, split={src['split']!r}): "
             f"{type(err).__name__}: {str(err)[:300]}"
         ) from err
-    counts = _parquet_counts(files, reshard)
+    counts = _file_counts(files, reshard)
     if reshard:
         data = data.reshard()
     shards = counts or [(f, None) for f in files]
@@ -354,9 +472,23 @@ def _load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, 
     return data, shards
 
 
-def _parquet_counts(files: list[str], by_row_group: bool) -> list[tuple[str, int]] | None:
-    if not files or not all(f.split("?")[0].endswith(".parquet") for f in files):
-        return None
+def _file_counts(files: list[str], by_row_group: bool) -> list[tuple[str, int]] | None:
+    """Rows per input shard, so streamed ids and order match a whole load: Parquet footers (a
+    few KB per file, local or remote); local Arrow, JSON lines and CSV files are counted by a
+    read (Arrow memory-mapped). None when any file has no count (WebDataset tars, remote JSON)."""
+    if files and all(f.split("?")[0].endswith(".parquet") for f in files):
+        return _parquet_counts(files, by_row_group)
+    counts = []
+    for f in files:
+        path = Path(f)
+        count = _LOCAL_COUNTERS.get(path.suffix.lower())
+        if count is None or not path.is_file():
+            return None
+        counts.append((path.name, count(path)))
+    return counts or None
+
+
+def _parquet_counts(files: list[str], by_row_group: bool) -> list[tuple[str, int]]:
     import fsspec
     import pyarrow.parquet as pq
 
@@ -370,6 +502,30 @@ def _parquet_counts(files: list[str], by_row_group: bool) -> list[tuple[str, int
         else:
             counts.append((name, meta.num_rows))
     return counts
+
+
+def _arrow_rows(path: Path) -> int:
+    with pa.memory_map(str(path)) as source:
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+
+
+def _json_lines_rows(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _csv_rows(path: Path) -> int:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, newline="", encoding="utf-8") as f:
+        return max(0, sum(1 for row in csv.reader(f, delimiter=delimiter) if row) - 1)
+
+
+_LOCAL_COUNTERS = {
+    ".arrow": _arrow_rows,
+    ".jsonl": _json_lines_rows,
+    ".csv": _csv_rows,
+    ".tsv": _csv_rows,
+}
 
 
 def _column_names(data: datasets.Dataset | datasets.IterableDataset) -> list[str]:
@@ -398,9 +554,17 @@ def hub_dataset_commit(repo: str, revision: str | None) -> str | None:
 
 def _load_hub(src: Any) -> datasets.Dataset:
     try:
+        if _is_tars(src.get("data_files")):
+            return load_files(src["hub"], src, src["data_files"])
         return datasets.load_dataset(
-            src["hub"], src["config"], split=src["split"], revision=src["revision"]
+            src["hub"],
+            src["config"],
+            split=src["split"],
+            revision=src["revision"],
+            data_files=src.get("data_files"),
         )
+    except ConfigError:
+        raise
     except Exception as err:
         text = str(err)
         if "script" in text.lower():
@@ -410,6 +574,64 @@ def _load_hub(src: Any) -> datasets.Dataset:
             f"{type(err).__name__}: {text[:300]}. Offline? Datasets already in the local HF cache load "
             "with HF_DATASETS_OFFLINE=1; otherwise use dataset=local_folder dataset.path=/your/audio."
         ) from err
+
+
+def _is_tars(data_files: Any) -> bool:
+    """Whether `data_files` (a glob, a list, or a split -> globs mapping) names tar shards only."""
+    if not data_files:
+        return False
+    if isinstance(data_files, dict):
+        return all(_is_tars(v) for v in data_files.values())
+    files = [data_files] if isinstance(data_files, str) else list(data_files)
+    return all(str(f).endswith(".tar") for f in files)
+
+
+def source_builder(where: str, src: Any, data_files: Any = None, **options: Any) -> Any:
+    """datasets' builder for a source. For a local folder it is made twice, the second time
+    with the data files the first resolved (paths and modification times), so that its cache,
+    and the features datasets keeps there, belong to these files."""
+    kwargs = {"revision": src["revision"], **options}
+    builder = datasets.load_dataset_builder(where, src["config"], data_files=data_files, **kwargs)
+    if not Path(where).is_dir() or not builder.config.data_files:
+        return builder
+    return datasets.load_dataset_builder(
+        where, src["config"], data_files=builder.config.data_files, **kwargs
+    )
+
+
+def load_files(where: str, src: Any, data_files: Any = None, **options: Any) -> datasets.Dataset:
+    """`datasets.load_dataset(where, ...)` for the source's config and split, with two fixes.
+
+    The data files are passed resolved (see `source_builder`): where a local folder's README
+    `configs:` or a relative glob picks them, datasets keys its cache by the folder's name and
+    the config only, so two snapshots of one name would read each other's rows.
+
+    WebDataset tars (`<key>.mp3` + `<key>.json`, ...) have one column per member extension plus
+    `__key__` and `__url__`. datasets types audio members as Audio, whose encoding needs
+    torchcodec, so their types are read from the first samples (as datasets infers them), audio
+    members stored as plain bytes, then typed as undecoded Audio.
+    """
+    kwargs = {"revision": src["revision"], **options}
+    builder = source_builder(where, src, data_files, **options)
+    files = builder.config.data_files or {}
+    if src["split"] not in files:
+        raise ConfigError(
+            f"{where}: no split {src['split']!r}; its splits are {sorted(files)}. Set the "
+            "source's split (and config, for a README with several `configs:`)"
+        )
+    features, audio = None, []
+    if builder.name == "webdataset":
+        inferred = builder.as_streaming_dataset(split=src["split"]).features
+        audio = [k for k, v in inferred.items() if isinstance(v, datasets.Audio)]
+        features = datasets.Features(
+            {k: datasets.Value("binary") if k in audio else v for k, v in inferred.items()}
+        )
+    data = datasets.load_dataset(
+        where, src["config"], split=src["split"], data_files=files, features=features, **kwargs
+    )
+    for column in audio:  # an Arrow cast of the bytes, no encoding
+        data = data.cast_column(column, datasets.Audio(decode=False))
+    return data
 
 
 def _script_hint(name: str) -> str:
@@ -437,6 +659,7 @@ DATA_FILE_BUILDERS = {
     ".csv": "csv",
     ".tsv": "csv",
     ".arrow": "arrow",
+    ".tar": "webdataset",
 }
 
 
@@ -447,7 +670,10 @@ def _load_path(src: Any) -> datasets.Dataset:
     if not root.exists():
         raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {root})")
     if root.is_file():
-        return _load_data_file(root, src)
+        options = {"delimiter": "\t"} if root.suffix.lower() == ".tsv" else {}
+        return _load_local(_file_builder(root), src, {src["split"]: str(root)}, root, **options)
+    if src.get("data_files"):  # files picked in a folder, e.g. a Hub snapshot's Emilia/EN/*.tar
+        return _load_local(str(root), src, src["data_files"], root)
     if (root / f"{root.name}.py").exists():
         raise ConfigError(_script_hint(str(root)))
     if _saved_to_disk(root):
@@ -459,31 +685,48 @@ def _load_path(src: Any) -> datasets.Dataset:
         return load_audiofolder(split_dir)
     if _has_audio(root):
         return load_audiofolder(root)
+    tars = sorted(root.rglob("*.tar"))
+    if tars:
+        return _load_local("webdataset", src, {src["split"]: [str(t) for t in tars]}, root)
+    return _load_local(str(root), src, None, root)
+
+
+def _load_local(where: str, src: Any, data_files: Any, root: Path, **options: Any) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(str(root), src["config"], split=src["split"])
+        return load_files(where, src, data_files, **options)
+    except ConfigError:
+        raise
     except Exception as err:
         raise ConfigError(_unreadable(root, src, err)) from err
 
 
-def _load_data_file(path: Path, src: Any) -> datasets.Dataset:
+def _file_builder(path: Path) -> str:
     builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise ConfigError(
             f"dataset source path {str(path)!r} is a {path.suffix or 'suffix-less'} file; a single "
             f"file must be one of {sorted(DATA_FILE_BUILDERS)}, or give a folder of audio files"
         )
-    options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    try:
-        return datasets.load_dataset(
-            builder, data_files={src["split"]: str(path)}, split=src["split"], **options
-        )
-    except Exception as err:
-        raise ConfigError(_unreadable(path, src, err)) from err
+    return builder
 
 
 def _saved_to_disk(root: Path) -> bool:
     """A dir `Dataset.save_to_disk` or `DatasetDict.save_to_disk` wrote."""
     return (root / "state.json").is_file() or (root / "dataset_dict.json").is_file()
+
+
+def _saved_files(root: Path, split: str) -> list[str]:
+    """A save_to_disk dir's Arrow files in the order load_from_disk reads them."""
+    if (root / "dataset_dict.json").is_file():
+        splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
+        if split not in splits:
+            raise ConfigError(
+                f"{root} (a save_to_disk DatasetDict) has splits {splits}, not {split!r}; set the "
+                f"source's split, e.g. dataset.sources.0.split={splits[0]}"
+            )
+        root = root / split
+    state = json.loads((root / "state.json").read_text())
+    return [str(root / f["filename"]) for f in state["_data_files"]]
 
 
 def _load_saved(root: Path, src: Any) -> datasets.Dataset:
@@ -492,7 +735,7 @@ def _load_saved(root: Path, src: Any) -> datasets.Dataset:
         if src["split"] not in data:
             raise ConfigError(
                 f"{root} (a save_to_disk DatasetDict) has splits {sorted(data)}, not "
-                f"{src['split']!r}; set the source's split, e.g. dataset.sources[0].split={sorted(data)[0]}"
+                f"{src['split']!r}; set the source's split, e.g. dataset.sources.0.split={sorted(data)[0]}"
             )
         data = data[src["split"]]
     return data
@@ -564,12 +807,32 @@ def load_audiofolder(root: Path) -> datasets.Dataset:
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 
-def _check_columns(columns: list[str], columns_by_key: dict[str, str | None], index: int) -> None:
-    for key, name in columns_by_key.items():
-        if name and name not in columns:
+def _check_columns(data: Any, names: list[str], paths: dict[str, str | None], index: int) -> None:
+    for key, path in paths.items():
+        if not path:
+            continue
+        top = top_column(path, names)
+        if top not in names:
+            nested = [c for c in names if isinstance((data.features or {}).get(c), dict)]
+            hint = (
+                f"; a field inside {nested[0]!r} is a dotted path, e.g. {nested[0]}.text"
+                if nested
+                else ""
+            )
             raise ConfigError(
-                f"unknown dataset column {name!r} (dataset.sources[{index}].{key}); "
-                f"columns are {columns}"
+                f"unknown dataset column {path!r} (dataset.sources[{index}].{key}); "
+                f"columns are {names}{hint}"
+            )
+        if path != top and data.features is not None and feature_at(data.features, path) is None:
+            fields = list(data.features[top]) if isinstance(data.features[top], dict) else []
+            raise ConfigError(
+                f"dataset column {top!r} has no field {path[len(top) + 1 :]!r} "
+                f"(dataset.sources[{index}].{key}); its fields are "
+                + (
+                    f"{fields}: e.g. dataset.sources.{index}.{key}={top}.{fields[0]}"
+                    if fields
+                    else f"none (it is not a JSON/struct column): e.g. dataset.sources.{index}.{key}={top}"
+                )
             )
 
 

@@ -176,6 +176,8 @@ def _read_row(
         "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
         "duration": round(audio.shape[0] / rate, 6),
     }
+    if "keep" in row:
+        meta["keep"] = row["keep"]
     verify = chosen_for_verify(source, index, plan.verify_fraction)
     return Clip(unit, index, meta, wave, verify)
 
