@@ -8,7 +8,7 @@
 
 Each run writes shards/, manifest.jsonl, rejects.jsonl and its log into its Hydra output dir,
 outputs/<date>/<time>/ (sweeps: outputs/multirun/<date>/<time>/<job>/). Secrets come only from
-the environment (HF_TOKEN, WANDB_API_KEY), never from the command line.
+the environment (HF_TOKEN, WANDB_API_KEY, MDC_API_KEY), never from the command line.
 """
 
 import logging

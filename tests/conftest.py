@@ -6,6 +6,7 @@ Nothing here reaches the network: HF_HUB_OFFLINE=1 for this process and every ch
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,47 @@ def split_reference(tmp_path_factory, weights_dir):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
+
+
+# A Common Voice release's TSV header, as the Mozilla Data Collective ships it (unquoted).
+CV_COLUMNS = [
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
+]
+
+
+def common_voice_language(root: Path, lang: str, mp3s: list[str]) -> list[dict]:
+    """`root/lang` as a Common Voice release lays out a language: `clips/` with copies of the
+    bundled `mp3s`, train.tsv and dev.tsv (the last clip); returns train's rows."""
+    clips = root / lang / "clips"
+    clips.mkdir(parents=True)
+    rows = []
+    for i, name in enumerate(mp3s):
+        path = f"common_voice_{lang}_{19664030 + i}.mp3"
+        shutil.copy(ROOT / "data" / "demo" / name, clips / path)
+        sentence = f'He said "{lang} {i}" twice.' if i == 1 else f"Sentence {i} in {lang}."
+        rows.append(
+            {
+                "client_id": f"{'ab' * 30}{i % 2:04d}",
+                "path": path,
+                "sentence_id": f"{i:064x}",
+                "sentence": sentence,
+                "locale": lang,
+            }
+        )
+    for split, part in (("train", rows[:-1]), ("dev", rows[-1:])):
+        lines = ["\t".join(CV_COLUMNS)]
+        lines += ["\t".join(r.get(c, "") for c in CV_COLUMNS) for r in part]
+        (root / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return rows[:-1]

@@ -4,60 +4,20 @@ from the bundled MP3s; the headline command `codec=snac_44khz dataset=common_voi
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from conftest import ROOT, run_cli, run_rows
+from conftest import ROOT, common_voice_language, run_cli, run_rows
 
 pytestmark = pytest.mark.slow
-
-COLUMNS = [
-    "client_id",
-    "path",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "locale",
-    "segment",
-]
-
-
-def _release(root, lang: str, mp3s: list[str]) -> list[dict]:
-    """A language dir with train.tsv and dev.tsv; returns train's rows."""
-    clips = root / lang / "clips"
-    clips.mkdir(parents=True)
-    rows = []
-    for i, name in enumerate(mp3s):
-        path = f"common_voice_{lang}_{19664030 + i}.mp3"
-        shutil.copy(ROOT / "data" / "demo" / name, clips / path)
-        sentence = f'He said "{lang} {i}" twice.' if i == 1 else f"Sentence {i} in {lang}."
-        rows.append(
-            {
-                "client_id": f"{'ab' * 30}{i % 2:04d}",
-                "path": path,
-                "sentence_id": f"{i:064x}",
-                "sentence": sentence,
-                "locale": lang,
-            }
-        )
-    for split, part in (("train", rows[:-1]), ("dev", rows[-1:])):
-        lines = ["\t".join(COLUMNS)]
-        lines += ["\t".join(r.get(c, "") for c in COLUMNS) for r in part]
-        (root / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return rows[:-1]
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv-corpus-21.0")
     mp3s = sorted(p.name for p in (ROOT / "data" / "demo").glob("*.mp3"))
-    return root, {"en": _release(root, "en", mp3s[:4]), "de": _release(root, "de", mp3s[4:7])}
+    return root, {
+        "en": common_voice_language(root, "en", mp3s[:4]),
+        "de": common_voice_language(root, "de", mp3s[4:7]),
+    }
 
 
 def test_the_headline_command_reads_a_release_language_dir(release, tmp_path, weights_dir):

@@ -143,13 +143,16 @@ def test_devices_are_checked_against_what_exists():
         resolve_devices(["gpu0"], cuda_ok=False, visible=0)
 
 
-@pytest.mark.parametrize("key", ["+hf_token", "wandb.api_key", "++HF_TOKEN", "+my_secret"])
+@pytest.mark.parametrize(
+    "key", ["+hf_token", "wandb.api_key", "++HF_TOKEN", "+my_secret", "dataset.mdc_api_key"]
+)
 def test_token_like_overrides_are_refused_with_the_environment_variable(key, capsys):
     with pytest.raises(SystemExit) as exit_:
         refuse_secret_overrides(["dataset=demo", f"{key}=abc123"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "HF_TOKEN" in err and "WANDB_API_KEY" in err and "abc123" not in err
+    assert "HF_TOKEN" in err and "WANDB_API_KEY" in err and "MDC_API_KEY" in err
+    assert "abc123" not in err
 
 
 def test_ordinary_overrides_pass_the_secret_check():

@@ -6,6 +6,7 @@ typo or a wrong type fails at composition with Hydra's own message.
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,10 @@ class DatasetConfig:
     # One source per language: a local source's path gets /<lang>, and an add_constant value
     # `{lang}` becomes the language (dataset=common_voice: dataset.languages=[en,de]).
     languages: list[str] = field(default_factory=list)
+    # A Mozilla Data Collective dataset id or slug (dataset=common_voice): downloaded and unpacked
+    # into <runtime.cache_dir>/mdc/ before the run, and dataset.path set to it (leave path ???).
+    # The API key comes from MDC_API_KEY in the environment only (snactok.mdc).
+    mdc_id: str | None = None
 
 
 @dataclass
@@ -211,8 +216,8 @@ WANDB_MODES = (None, "online", "offline", "disabled")
 # composed config, and both end up in logs and W&B; secrets come from the environment instead.
 SECRET_KEY_WORDS = ("token", "api_key", "apikey", "password", "secret")
 SECRET_HINT = (
-    "Secrets never go in the config: set HF_TOKEN (or run `hf auth login`) for the Hub and "
-    "WANDB_API_KEY (or run `wandb login`) for W&B."
+    "Secrets never go in the config: set HF_TOKEN (or run `hf auth login`) for the Hub, "
+    "WANDB_API_KEY (or run `wandb login`) for W&B and MDC_API_KEY for the Mozilla Data Collective."
 )
 
 
@@ -245,6 +250,7 @@ def is_repo_id(repo: str) -> bool:
 
 def check_config(cfg: DictConfig) -> None:
     """Fail with a message naming the key when the config cannot work. No I/O here."""
+    cfg = _with_mdc_placeholder(cfg)
     missing = missing_keys(cfg)
     if missing:
         raise ConfigError(
@@ -303,6 +309,22 @@ def check_config(cfg: DictConfig) -> None:
         cfg.dataset.reshard,
         "false unless dataset.streaming=true (it splits streamed Parquet files by row group)",
     )
+
+
+def _with_mdc_placeholder(cfg: DictConfig) -> DictConfig:
+    """With dataset.mdc_id the download fills dataset.path (snactok.mdc.fetch) after these checks;
+    check a copy with a stand-in path, so the sources' `${dataset.path}` resolves."""
+    mdc_id = cfg.dataset.get("mdc_id")
+    if not mdc_id:
+        return cfg
+    if not OmegaConf.is_missing(cfg.dataset, "path"):
+        raise ConfigError(
+            f"dataset.mdc_id={mdc_id!r} sets dataset.path to the download, but dataset.path is "
+            f"{cfg.dataset.path!r}: drop one of the two (dataset=common_voice leaves dataset.path ???)"
+        )
+    checked = copy.deepcopy(cfg)
+    checked.dataset.path = f"<download of dataset.mdc_id={mdc_id}>"
+    return checked
 
 
 def _check_flatten(cfg: DictConfig) -> None:

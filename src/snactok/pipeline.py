@@ -27,6 +27,7 @@ import numpy as np
 import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
+from snactok import mdc
 from snactok.chunks import overlap_for, receptive_field
 from snactok.codec import (
     CPU_THREADS,
@@ -94,6 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     `runtime.resume` names); return the run summary. `group` names the sweep, for W&B."""
     t0 = time.monotonic()
     check_config(cfg)
+    mdc.fetch(cfg)  # dataset.mdc_id: download first; it sets dataset.path
     conf = OmegaConf.to_container(cfg, resolve=True)
     _check_hub_token(conf["save"]["hub_repo"])
     rt, out = conf["runtime"], conf["output"]
