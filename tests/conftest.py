@@ -151,6 +151,17 @@ def assert_gone(pids: list[int], within: float) -> None:
         time.sleep(0.05)
 
 
+def local_dataset(path, streaming: bool = False, **settings) -> dict:
+    """The resolved `dataset` config of one local source, with the schema's defaults for what
+    `settings` leaves out, as `sources.open_sources` takes it."""
+    from omegaconf import OmegaConf
+
+    from snactok.config import SourceConfig
+
+    src = OmegaConf.to_container(OmegaConf.structured(SourceConfig(path=str(path), **settings)))
+    return {"streaming": streaming, "reshard": False, "languages": [], "sources": [src]}
+
+
 def demo_rows() -> list[dict]:
     import csv
 

@@ -9,7 +9,7 @@ import json
 
 import datasets
 import pytest
-from conftest import ROOT, demo_rows, run_cli, run_rows
+from conftest import ROOT, demo_rows, local_dataset, run_cli, run_rows
 
 from snactok.sources import open_sources, plan_units
 
@@ -200,21 +200,8 @@ def test_a_hub_snapshot_on_disk_reads_by_config_and_split_streamed_too(source, t
 
 
 def _read_all(path, streaming: bool, **settings) -> list[tuple]:
-    src = {
-        "hub": None,
-        "path": str(path),
-        "config": None,
-        "split": "train",
-        "revision": None,
-        "data_files": None,
-        "text_column": "text",
-        "audio_column": "auto",
-        "speaker_column": "auto",
-        "id_column": None,  # the row index: the id that depends on reading in order
-        "add_constant": {},
-        "keep_columns": [],
-    } | settings
-    cfg = {"streaming": streaming, "reshard": False, "languages": [], "sources": [src]}
+    # id_column=None: ids are row indices, the ids that depend on reading in order
+    cfg = local_dataset(path, streaming, **({"id_column": None} | settings))
     source = open_sources(cfg, None)[0]
     rows = []
     for unit in plan_units([source], 4):

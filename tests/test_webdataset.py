@@ -14,7 +14,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, run_cli, run_rows
+from conftest import ROOT, local_dataset, run_cli, run_rows
 
 from snactok.config import ConfigError
 from snactok.sources import open_sources
@@ -156,21 +156,7 @@ def test_a_json_field_that_is_not_there_fails_before_anything_starts(tmp_path, w
 
 
 def _source(path, **settings) -> dict:
-    src = {
-        "hub": None,
-        "path": str(path),
-        "config": None,
-        "split": "train",
-        "revision": None,
-        "data_files": None,
-        "text_column": "json.text",
-        "audio_column": "auto",
-        "speaker_column": "auto",
-        "id_column": "auto",
-        "add_constant": {},
-        "keep_columns": [],
-    }
-    return {"streaming": False, "reshard": False, "languages": [], "sources": [src | settings]}
+    return local_dataset(path, **({"text_column": "json.text"} | settings))
 
 
 def test_text_only_tars_and_clashing_kept_columns_are_refused(tmp_path):
