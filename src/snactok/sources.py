@@ -318,8 +318,9 @@ SPEAKER_COLUMNS = ("speaker", "speaker_id")
 ID_COLUMNS = ("id", "__key__")  # __key__: a WebDataset sample's key
 # Output columns a kept source column may not take the name of (snac_layer_N is checked apart).
 OUTPUT_COLUMNS = ("text", "num_layers", "token_lengths", "speaker", "id", "duration", "codes")
-# A WebDataset audio member as datasets stores it, without the Audio feature: datasets encodes
-# Audio values through torchcodec (and system FFmpeg) even when they are never decoded.
+# A streamed audio column as plain bytes and path: a stream of Python rows (WebDataset) is
+# encoded feature by feature, and datasets encodes Audio values through torchcodec (and system
+# FFmpeg) even when they are never decoded.
 RAW_AUDIO = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
 
 
