@@ -125,6 +125,10 @@ class RuntimeConfig:
     # Print the plan (units, rows, hours, output bytes, ETA) from metadata and a sample of rows;
     # encode nothing.
     plan: bool = False
+    # Everything but the model: readers, queues, collector, writers, manifest and resume run for
+    # real, and a zero-cost stand-in returns tokens of the codec's lengths in a fixed pattern
+    # (snactok.dryrun). Measures what the pipeline can feed; its shards are not data.
+    dry_run: bool = False
     # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
     # chunks, to bound memory. Exact only where the kernels' rounding does not depend on the
     # length (docs/reliability.md); the verifier reports it. null = never chunk.
@@ -298,6 +302,13 @@ def check_config(cfg: DictConfig) -> None:
         repo,
         "null or a Hub dataset id `namespace/name`",
     )
+    for key in ("local", "hub_repo"):
+        _require(
+            not (rt.dry_run and cfg.save[key]),
+            f"save.{key}",
+            cfg.save[key],
+            "null with runtime.dry_run=true (a dry run's tokens are a stand-in pattern, not data)",
+        )
     secrets = _secret_keys(cfg)
     if secrets:
         raise ConfigError(f"config keys {secrets} look like credentials. {SECRET_HINT}")

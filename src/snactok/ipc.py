@@ -336,6 +336,8 @@ class Phase(enum.IntEnum):
         }[self]
 
 
+# A device worker's phases before its first batch.
+START_UP = frozenset({Phase.STARTING, Phase.LOADING, Phase.COMPILING, Phase.CHECKING})
 # Phases in which a child works rather than waits for another process: a stall names these.
 BUSY = frozenset(
     {Phase.STARTING, Phase.LOADING, Phase.COMPILING, Phase.CHECKING, Phase.ENCODING, Phase.READING}

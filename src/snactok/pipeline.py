@@ -27,7 +27,7 @@ import numpy as np
 import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
-from snactok import mdc
+from snactok import dryrun, mdc
 from snactok.chunks import overlap_for, receptive_field
 from snactok.codec import (
     CPU_THREADS,
@@ -80,6 +80,10 @@ __all__ = ["Interrupted", "PipelineError", "run"]
 # runtime.batch_samples=null: on CPU one clip per batch (batching was slower, measured in
 # docs/performance.md); on CUDA 2**21 padded samples (~87 s of 24 kHz audio).
 DEFAULT_BATCH_SAMPLES = {"cpu": 1, "cuda": 2**21}
+DRY_RUN_NOTE = (
+    "DRY RUN (runtime.dry_run=true): no model; the tokens are a fixed stand-in pattern, not the "
+    "audio's (snactok.dryrun). It measures the pipeline around the model"
+)
 
 
 class Interrupted(Exception):
@@ -105,10 +109,14 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     mine = job_units(units, rt["num_jobs"], rt["job_index"])
     if rt["plan"]:
         return make_plan(conf, sources, units, mine, devices, run_dir)
-    weights = resolve_weights(cfg.codec)
-    if weights.kind == RANDOM:
-        weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
-    chunking = plan_chunking(conf["codec"], rt["max_chunk_seconds"], Path(rt["cache_dir"]))
+    if rt["dry_run"]:
+        log.warning(DRY_RUN_NOTE)
+        weights, chunking = dryrun.WEIGHTS, plan_chunking(conf["codec"], None, Path(rt["cache_dir"]))
+    else:
+        weights = resolve_weights(cfg.codec)
+        if weights.kind == RANDOM:
+            weights = _materialise_random(conf["codec"]["arch"], rt["seed"], Path(rt["cache_dir"]))
+        chunking = plan_chunking(conf["codec"], rt["max_chunk_seconds"], Path(rt["cache_dir"]))
     header = _header(conf, weights, sources, devices, chunking, units)
     target = resume_target(rt["resume"], run_dir)
     if target != run_dir:
@@ -280,6 +288,7 @@ class Collector:
         self.sources = sources
         self.arch = conf["codec"]["arch"]
         self.out = conf["output"]
+        self.dry_run = conf["runtime"].get("dry_run", False)
         self.columns = [self._columns(src) for src in sources]
         self.weights = weights
         self.shards_dir = run_dir / "shards"
@@ -479,6 +488,8 @@ class Collector:
             "bytes_by_format": self._bytes_by_format(),
             "wall_seconds": round(wall, 3),
             "audio_seconds_per_second": round(audio_now / max(wall, 1e-9), 3),
+            # from the first tokens on: without start-up (loading, compiling, the start-up check)
+            "steady_audio_seconds_per_second": self._steady(audio_now, wall),
             "random_weights": self.weights.kind == RANDOM,
             "verify": self.verification(),
             "workers": dict(sorted(self.workers.items())),
@@ -486,17 +497,29 @@ class Collector:
             "peak_rss_mb": {"main": peak_rss_mb(), **dict(sorted(self.peak_rss.items()))},
         }
         self.manifest.append(summary)
+        steady = summary["steady_audio_seconds_per_second"]
         log.info(
-            "done: %d rows written, %d rejected %s, %.1f s of audio in %.1f s (%.1f audio s/s)",
+            "done%s: %d rows written, %d rejected %s, %.1f s of audio in %.1f s: %.1f audio s/s "
+            "overall, %s",
+            " (DRY RUN, stand-in tokens)" if self.dry_run else "",
             written,
             summary["rows_rejected"],
             summary["rejected_by_reason"],
             audio,
             wall,
             summary["audio_seconds_per_second"],
+            f"{steady:.1f} steady (after {self.timing['first_tokens']:.1f} s of start-up)"
+            if steady is not None
+            else "no steady rate (nothing encoded in this attempt)",
         )
         log_verification(summary["verify"])
         return summary
+
+    def _steady(self, audio: float, wall: float) -> float | None:
+        first = self.timing.get("first_tokens")
+        if first is None or wall <= first:
+            return None
+        return round(audio / (wall - first), 3)
 
     def _bytes_by_format(self) -> dict[str, int]:
         sizes: Counter[str] = Counter()
@@ -585,6 +608,7 @@ def _execute(
             tf32=rt["tf32"],
             chunk_samples=chunking["chunk_samples"],
             overlap_samples=chunking["overlap_samples"],
+            dry_run=rt["dry_run"],
         )
         name = f"device worker {rank} ({device})"
         outbox, pipe = inbox.outbox_for(name)
@@ -605,7 +629,7 @@ def _execute(
             codec["arch"]["sampling_rate"],
             rt["min_samples"],
             rt["max_duration"],
-            rt["verify_fraction"],
+            0.0 if rt["dry_run"] else rt["verify_fraction"],  # no model to check against
         )
         name = f"reader {rank}"
         outbox, pipe = inbox.outbox_for(name)
@@ -739,7 +763,14 @@ def _collect(
         supervisor.check()
         supervisor.watch_progress(len(collector.committed))
         done = len(finished) == num_devices
-        progress.update(reader_stats, device_stats, collector.rows_done, collector.reasons, done)
+        progress.update(
+            reader_stats,
+            device_stats,
+            collector.rows_done,
+            collector.reasons,
+            done,
+            starting=None if collector.rows_done else supervisor.starting(),
+        )
         fill = budget.held / budget.capacity
         tracker.tick(collector, reader_stats, device_stats, fill, total_rows, force=done)
         if done:
@@ -766,6 +797,9 @@ def _handle(
         collector.peak_rss[msg[1]] = msg[2]
     elif kind == "warning":
         log.warning("%s", msg[1])
+    elif kind == "note":  # what a starting worker is doing, e.g. compiling: for the progress line
+        log.info("%s: %s", sender, msg[1])
+        supervisor.notes[sender] = msg[1]
     elif kind == "error":
         supervisor.check(exclude=sender)  # another's death can be the cause (a reader's tensors)
         raise PipelineError(f"{sender} failed:\n{msg[1]}")
@@ -851,10 +885,12 @@ def _header(
     units: list[Unit],
 ) -> dict[str, Any]:
     packages = {p: _version(p) for p in PACKAGES}
-    weights_info = weights.describe() | {"sha256": sha256_file(Path(weights.path) / "pytorch_model.bin")}
+    model_file = Path(weights.path) / "pytorch_model.bin" if weights.path else None
+    weights_info = weights.describe() | {"sha256": sha256_file(model_file) if model_file else None}
     return {
         "type": "header",
         "schema_version": SCHEMA_VERSION,
+        **({"dry_run": DRY_RUN_NOTE} if conf["runtime"].get("dry_run") else {}),
         "codec": conf["codec"]["name"],
         "arch": conf["codec"]["arch"],
         "weights": weights_info,

@@ -72,8 +72,10 @@ class Progress:
         done: int,
         rejected: dict[str, int],
         force: bool = False,
+        starting: str | None = None,
     ) -> None:
-        """`rejected` counts rejected rows by reason code."""
+        """`rejected` counts rejected rows by reason code; `starting` says what the workers do
+        before the first rows, in place of an ETA that cannot be known yet."""
         now = time.monotonic()
         if not force and now - self._last < (0.5 if self.tty else self.interval):
             return
@@ -81,7 +83,7 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         audio = sum(device_stats[3 * i + 1] for i in range(len(self.devices)))
         if self.tty:
-            self._draw(reader_stats, device_stats, done, rejected, elapsed)
+            self._draw(reader_stats, device_stats, done, rejected, elapsed, starting)
             return
         rate = done / elapsed
         known = self.total is not None
@@ -90,6 +92,9 @@ class Progress:
             f"{d}: {int(device_stats[3 * i])} clips {device_stats[3 * i + 1] / elapsed:.1f} s/s"
             for i, d in enumerate(self.devices)
         )
+        if starting:
+            log.info("rows 0/%s | starting: %s", self.total if known else "?", starting)
+            return
         log.info(
             "rows %d/%s (%s%%) | %.1f audio s/s | %.1f rows/s | %s | ETA %s | %s",
             done,
@@ -109,6 +114,7 @@ class Progress:
         done: int,
         rejected: dict[str, int],
         elapsed: float,
+        starting: str | None,
     ) -> None:
         for r in range(self.readers):
             bar = self._bars[r]
@@ -126,7 +132,9 @@ class Progress:
             bar.refresh()
         total = self._bars[-1]
         total.n = done
-        total.set_postfix_str(_rejected(rejected), refresh=False)
+        total.set_postfix_str(
+            f"starting: {starting}" if starting else _rejected(rejected), refresh=False
+        )
         total.refresh()
 
     def close(self) -> None:

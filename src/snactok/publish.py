@@ -153,6 +153,11 @@ def _complete_lines(path: Path) -> bytes:
 def check_publishable(run: Run, allow_partial: bool = False) -> None:
     """Refuse a run that did not finish (unless `allow_partial`), wrote no rows, or whose shard
     files are missing or changed size since they were committed."""
+    if run.header.get("dry_run"):
+        raise PublishError(
+            f"{run.dir} is a dry run (runtime.dry_run=true): its tokens are a stand-in pattern, "
+            "not the audio's. Encode it for real (without runtime.dry_run) to publish it"
+        )
     if not run.finished and not allow_partial:
         raise PublishError(
             f"{run.dir} holds an unfinished run ({len(run.shards)} of {run.planned_units} units "

@@ -59,6 +59,7 @@ def fingerprint(
         "runtime.devices (type)": device_types,
         "runtime.autocast": rt["autocast"],
         "runtime.tf32": rt["tf32"],
+        "runtime.dry_run": rt.get("dry_run", False),
         "packages": packages,
     }
 

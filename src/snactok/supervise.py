@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from snactok.ipc import BUSY, Board, Inbox
+from snactok.ipc import BUSY, START_UP, Board, Inbox, Phase
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Supervisor:
     _progress_at: float = field(default_factory=time.monotonic)
     _commits: int = 0
     started: list[Child] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # child name -> what it said it does
 
     def start(self) -> None:
         try:
@@ -88,6 +89,17 @@ class Supervisor:
                 f"{size if size is not None else '?'} bytes came), which was dropped"
             )
         return text
+
+    def starting(self) -> str | None:
+        """What the children still starting up are doing, e.g. `device worker 0 (cpu): compiling
+        the encoder (...)`; None once none is."""
+        busy = []
+        for child in self.started:
+            phase = self.board.phase(child.slot)
+            if phase in START_UP and child.process.exitcode is None:
+                what = self.notes.get(child.name) if phase == Phase.COMPILING else None
+                busy.append(f"{child.name}: {what or phase.doing(None).removeprefix('while ')}")
+        return "; ".join(busy) or None
 
     def doing(self, child: Child) -> str:
         unit = self.board.unit(child.slot)

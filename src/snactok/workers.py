@@ -43,6 +43,7 @@ from snactok.codec import (
     self_check,
     set_cpu_numerics,
 )
+from snactok.dryrun import DryEncoder
 from snactok.hook import reached
 from snactok.ipc import BlockCounter, Board, Budget, ClipChannel, Outbox, Phase, RunFlag
 
@@ -202,6 +203,7 @@ class DevicePlan:
     tf32: bool | None = None  # None: torch's defaults (the reference's)
     chunk_samples: int | None = None  # longer clips go in overlapping parts; None: never
     overlap_samples: int = 0  # context each side of a part's kept span (snactok.chunks)
+    dry_run: bool = False  # no model: snactok.dryrun's stand-in returns the tokens
 
 
 def device_main(
@@ -219,23 +221,12 @@ def device_main(
     name = f"device worker {plan.rank} ({plan.device})"
     with _reporting(outbox):
         reached("starting")
-        if plan.compile and plan.cache_dir:
-            from snactok.kernels import remember_isa_probes  # imports dynamo: only when compiling
-
-            cache = Path(plan.cache_dir).expanduser() / "inductor"
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-            remember_isa_probes(cache)
         t0 = time.monotonic()
-        device = prepare_device(plan.device, plan.tf32)
-        model = load_model(plan.weights, plan.arch, plan.seed)
-        reference = Reference(load_model(plan.weights, plan.arch, plan.seed, fold=False), device)
-        encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples)
-        if plan.compile:
-            board.enter(plan.rank, Phase.COMPILING)
-            reached("compiling")
-        encoder.warm_up()
-        board.enter(plan.rank, Phase.CHECKING)
-        check = startup_check(encoder, reference)
+        if plan.dry_run:
+            encoder, reference = DryEncoder(plan.arch, plan.batch_samples), None
+            check = {"passed": None, "path": encoder.path, "why": "a dry run: no model to check"}
+        else:
+            encoder, reference, check = _encoder(plan, board, outbox)
         loop = DeviceLoop(plan, encoder, outbox, budget, stats, reference, board)
         loop.report_fallback()
         seconds = round(time.monotonic() - t0, 2)
@@ -244,6 +235,39 @@ def device_main(
         board.enter(plan.rank, Phase.FINISHING)
         outbox.send(("peak_rss", name, peak_rss_mb()))
         outbox.send(("worker_done", plan.rank, round(loop.verify_seconds, 3)))
+
+
+def _encoder(
+    plan: DevicePlan, board: Board, outbox: Outbox
+) -> tuple[BatchEncoder, Reference, dict[str, Any]]:
+    """Load the model on the device, compile it if asked, and check it against the reference."""
+    cache = None
+    if plan.compile and plan.cache_dir:
+        from snactok.kernels import remember_isa_probes  # imports dynamo: only when compiling
+
+        cache = Path(plan.cache_dir).expanduser() / "inductor"
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        remember_isa_probes(cache)
+    device = prepare_device(plan.device, plan.tf32)
+    model = load_model(plan.weights, plan.arch, plan.seed)
+    reference = Reference(load_model(plan.weights, plan.arch, plan.seed, fold=False), device)
+    encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples)
+    if plan.compile:
+        board.enter(plan.rank, Phase.COMPILING)
+        outbox.send(("note", compiling_note(cache)))
+        reached("compiling")
+    encoder.warm_up()
+    board.enter(plan.rank, Phase.CHECKING)
+    return encoder, reference, startup_check(encoder, reference)
+
+
+def compiling_note(cache: Path | None) -> str:
+    """What a compiling worker is doing and for how long, said as it starts: a first `make demo`
+    otherwise shows `rows 0/40 ... ETA ?` for most of a minute."""
+    if cache is not None and cache.is_dir() and any(cache.iterdir()):
+        return f"loading the compiled encoder from {cache} (seconds; a new shape compiles again)"
+    where = f"cached in {cache}" if cache is not None else "not cached: runtime.cache_dir=null"
+    return f"compiling the encoder (first run on this machine, ~1 min; {where})"
 
 
 def startup_check(encoder: BatchEncoder, reference: Reference) -> dict[str, Any]:
@@ -284,7 +308,7 @@ class DeviceLoop:
     def __init__(
         self,
         plan: DevicePlan,
-        encoder: BatchEncoder,
+        encoder: BatchEncoder | DryEncoder,
         outbox: Any,
         budget: Budget,
         stats: Any,
