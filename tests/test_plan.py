@@ -27,12 +27,15 @@ def test_the_plan_says_when_it_has_no_rate_or_no_row_counts():
         "output_bytes": None,
         "devices": ["cuda:0"],
         "rate": None,
+        "pipeline_rate": None,
+        "bound": None,
         "eta_seconds": None,
     }
     text = format_plan(plan)
     assert "job 3 of 8" in text and "units     125 of 1000" in text
     assert "unknown (no row counts in metadata)" in text
     assert "ETA       unknown: no run on this machine has measured ['cuda:0']" in text
+    assert "pipeline  not measured for this dataset and codec: a dry run measures it" in text
 
 
 @pytest.mark.slow
@@ -70,6 +73,16 @@ def test_plan_encodes_nothing_and_matches_the_run_it_plans(tmp_path, weights_dir
     assert again["output_bytes"] == pytest.approx(written, rel=0.15)
     rate = again["rate"]["audio_seconds_per_second_per_device"]
     assert again["eta_seconds"] == pytest.approx(summary["audio_seconds"] / rate, rel=1e-3)
+
+    # A dry run measures the pipeline alone; the plan sets it beside the device rate. On CPU the
+    # model, not the pipeline, is the bound (the dry run is several times faster).
+    dry = run_cli([*common, "runtime.dry_run=true", f"hydra.run.dir={tmp_path / 'dry'}"])
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    third = run_cli([*common, "runtime.plan=true", f"hydra.run.dir={tmp_path / 'plan3'}"])
+    assert re.search(r"pipeline  [\d.]+ audio s/s with 1 reader\(s\), from a dry run", third.stdout)
+    assert "the devices bound this run" in third.stdout
+    dry_rate = json.loads((tmp_path / "plan3" / "plan.json").read_text())["pipeline_rate"]
+    assert dry_rate["audio_seconds_per_second"] > rate
 
     # a job's share of the plan
     job = run_cli(

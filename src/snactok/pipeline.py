@@ -289,6 +289,7 @@ class Collector:
         self.arch = conf["codec"]["arch"]
         self.out = conf["output"]
         self.dry_run = conf["runtime"].get("dry_run", False)
+        self.readers: int | None = None  # set when the readers start
         self.columns = [self._columns(src) for src in sources]
         self.weights = weights
         self.shards_dir = run_dir / "shards"
@@ -490,6 +491,7 @@ class Collector:
             "audio_seconds_per_second": round(audio_now / max(wall, 1e-9), 3),
             # from the first tokens on: without start-up (loading, compiling, the start-up check)
             "steady_audio_seconds_per_second": self._steady(audio_now, wall),
+            "readers": self.readers,
             "random_weights": self.weights.kind == RANDOM,
             "verify": self.verification(),
             "workers": dict(sorted(self.workers.items())),
@@ -572,6 +574,7 @@ def _execute(
 ) -> None:
     rt, codec = conf["runtime"], conf["codec"]
     num_readers = rt["num_readers"] or default_readers(devices, usable_cores())
+    collector.readers = num_readers
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
     with _usr2_blocked():

@@ -54,7 +54,10 @@ def make_plan(
     out_bytes = (
         sum(per_token[f] for f in formats) * tokens_per_second * audio if audio is not None else None
     )
-    rate = measured["audio_seconds_per_second_per_device"] * len(devices) if measured else None
+    pipeline = read_rates(Path(rt["cache_dir"]).expanduser()).get(pipeline_key(conf))
+    device_rate = measured["audio_seconds_per_second_per_device"] * len(devices) if measured else None
+    pipeline_rate = pipeline["audio_seconds_per_second"] if pipeline else None
+    rate = min(r for r in (device_rate, pipeline_rate) if r) if device_rate else None
     plan = {
         "type": "plan",
         "dataset": conf["dataset"]["name"],
@@ -71,6 +74,13 @@ def make_plan(
         "files": len(mine) * len(FORMAT_SUFFIXES[out["format"]]),
         "devices": devices,
         "rate": measured,
+        # runtime.dry_run's measure of everything but the model, with this dataset and codec
+        "pipeline_rate": pipeline,
+        "bound": None
+        if not (device_rate and pipeline_rate)
+        else "pipeline"
+        if pipeline_rate < device_rate
+        else "devices",
         "eta_seconds": audio / rate if rate and audio is not None else None,
     }
     print(format_plan(plan))
@@ -126,6 +136,13 @@ def rate_key(conf: dict, devices: list[str]) -> str:
     return f"{kind}|{conf['codec']['name']}|{compiled}"
 
 
+def pipeline_key(conf: dict) -> str:
+    """A dry run's rate: the whole machine's, for this dataset (its input kind) and codec."""
+    from snactok.pipeline import usable_cores
+
+    return f"pipeline|cpu{usable_cores()}|{conf['dataset']['name']}|{conf['codec']['name']}"
+
+
 def read_rates(cache_dir: Path) -> dict[str, Any]:
     path = cache_dir / RATES
     try:
@@ -144,17 +161,20 @@ def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> No
         return
     cache_dir = Path(conf["runtime"]["cache_dir"]).expanduser()
     rates = read_rates(cache_dir)
-    entry = {
-        "audio_seconds_per_second_per_device": round(audio / wall / len(devices), 3),
-        "devices": len(devices),
-        "audio_seconds": round(audio, 1),
-        "measured": time.strftime("%Y-%m-%d %H:%M"),
-    }
-    tokens = summary.get("tokens", 0)
-    for fmt, size in summary.get("bytes_by_format", {}).items():
-        if tokens:
-            entry[f"bytes_per_token_{fmt}"] = round(size / tokens, 3)
-    rates[rate_key(conf, devices)] = entry
+    measured = {"audio_seconds": round(audio, 1), "measured": time.strftime("%Y-%m-%d %H:%M")}
+    if conf["runtime"].get("dry_run"):  # the pipeline's rate; its stand-in tokens say no bytes
+        entry = {"audio_seconds_per_second": round(audio / wall, 3), "readers": summary["readers"]}
+        rates[pipeline_key(conf)] = entry | measured
+    else:
+        entry = {
+            "audio_seconds_per_second_per_device": round(audio / wall / len(devices), 3),
+            "devices": len(devices),
+        } | measured
+        tokens = summary.get("tokens", 0)
+        for fmt, size in summary.get("bytes_by_format", {}).items():
+            if tokens:
+                entry[f"bytes_per_token_{fmt}"] = round(size / tokens, 3)
+        rates[rate_key(conf, devices)] = entry
     tmp = cache_dir / f".{RATES}.{os.getpid()}.tmp"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +221,27 @@ def format_plan(plan: dict[str, Any]) -> str:
             f"at {rate['audio_seconds_per_second_per_device']:.1f} audio s/s per device "
             f"(measured {rate['measured']})"
         )
+    lines.append(_pipeline_line(plan))
     return "\n".join(lines)
+
+
+def _pipeline_line(plan: dict[str, Any]) -> str:
+    """What everything but the model can feed (a dry run's measure), and which bounds the run."""
+    pipeline = plan["pipeline_rate"]
+    if pipeline is None:
+        return (
+            "  pipeline  not measured for this dataset and codec: a dry run measures it "
+            "(runtime.dry_run=true runtime.max_rows=500), then plan again"
+        )
+    bound = {
+        "pipeline": "the pipeline bounds this run: add readers (runtime.num_readers) or cores",
+        "devices": "the devices bound this run",
+        None: "no device rate to compare it with",
+    }[plan["bound"]]
+    return (
+        f"  pipeline  {pipeline['audio_seconds_per_second']:.1f} audio s/s with "
+        f"{pipeline['readers']} reader(s), from a dry run (measured {pipeline['measured']}); {bound}"
+    )
 
 
 def _bytes(n: float) -> str:
