@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import ROOT, compose_cfg, demo_rows
 
 from snactok.audio import Rejected, Resampler, check_audio, decode
@@ -65,6 +66,21 @@ def test_down_mix_and_resample():
     assert abs(float(wave.abs().max()) - 0.3 * 0.75) < 0.01
     same = Resampler(24000)(_tone(24000, 0.5), 24000)
     assert same.shape[0] == 12000
+
+
+@pytest.mark.parametrize("target", [24000, 32000, 44100])
+def test_the_kept_kernel_resamples_as_torchaudio_does_bit_for_bit(target):
+    """The reference resamples with `torchaudio.functional.resample`; Resampler keeps its kernel
+    per source rate and must give the same tensor, on the first call and the later ones."""
+    import torchaudio.functional as AF
+
+    rng = np.random.default_rng(target)
+    resample = Resampler(target)
+    for rate in (8000, 11025, 16000, 22050, 44100, 48000, 96000):
+        for frames in (1, 37, 4001, 48000 + 13, 4001):
+            audio = rng.standard_normal((frames, 2)).astype(np.float32) * 0.3
+            mono = torch.from_numpy(np.ascontiguousarray(audio.mean(axis=1, dtype=np.float32)))
+            assert torch.equal(resample(audio, rate), AF.resample(mono, rate, target)), (rate, frames)
 
 
 @pytest.mark.parametrize(
