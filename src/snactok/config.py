@@ -127,7 +127,8 @@ class RuntimeConfig:
     plan: bool = False
     # Everything but the model: readers, queues, collector, writers, manifest and resume run for
     # real, and a zero-cost stand-in returns tokens of the codec's lengths in a fixed pattern
-    # (snactok.dryrun). Measures what the pipeline can feed; its shards are not data.
+    # (snactok.dryrun), batching as on CUDA. Measures what the pipeline can feed; its shards are
+    # not data.
     dry_run: bool = False
     # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
     # chunks, to bound memory. Exact only where the kernels' rounding does not depend on the

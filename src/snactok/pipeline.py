@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import resource
 import signal
 import subprocess
 import time
@@ -267,6 +268,56 @@ class UnitState:
     tokens: Counter[int] = field(default_factory=Counter)  # layer -> tokens
     verify: Counter[str] = field(default_factory=Counter)  # clips, tokens, equal
     mismatched: list[dict] = field(default_factory=list)  # verified rows with a differing token
+    last_read: float = 0.0  # when a reader read its latest row (time.monotonic, system-wide)
+
+
+@dataclass
+class MainLoad:
+    """What the main process spends and holds, for the ceiling benchmark: its CPU time, the time
+    its commits take, the rows read but not committed (what a kill -9 would lose) at most, and
+    the seconds from a unit's last row read to its commit."""
+
+    commit_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    rows_committed: int = 0  # by this attempt, as the readers count: rows sent to the devices
+    audio_committed: float = 0.0
+    uncommitted_rows: int = 0
+    uncommitted_audio: float = 0.0
+    cpu_at_start: float = 0.0  # when collecting began: imports and start-up are not its load
+
+    def start(self) -> None:
+        self.cpu_at_start = _cpu_seconds()
+
+    def commit(self, record: dict, started: float, last_read: float) -> None:
+        done = time.monotonic()
+        self.commit_seconds += done - started
+        if last_read:
+            self.latencies.append(done - last_read)
+        self.rows_committed += record["rows"]
+        self.audio_committed += record["audio_seconds"]
+
+    def watch(self, rows_read: float, audio_read: float) -> None:
+        """The readers' totals now: what is read and not yet committed."""
+        self.uncommitted_rows = max(self.uncommitted_rows, int(rows_read) - self.rows_committed)
+        self.uncommitted_audio = max(self.uncommitted_audio, audio_read - self.audio_committed)
+
+    def describe(self) -> dict[str, Any]:
+        lat = self.latencies
+        return {
+            "cpu_seconds_collecting": round(_cpu_seconds() - self.cpu_at_start, 3),
+            "commit_seconds": round(self.commit_seconds, 3),
+            "max_uncommitted_rows": self.uncommitted_rows,
+            "max_uncommitted_audio_seconds": round(self.uncommitted_audio, 3),
+            "commit_latency_seconds": {
+                "mean": round(sum(lat) / len(lat), 3) if lat else None,
+                "max": round(max(lat), 3) if lat else None,
+            },
+        }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Collector:
@@ -290,6 +341,7 @@ class Collector:
         self.out = conf["output"]
         self.dry_run = conf["runtime"].get("dry_run", False)
         self.readers: int | None = None  # set when the readers start
+        self.load = MainLoad()
         self.columns = [self._columns(src) for src in sources]
         self.weights = weights
         self.shards_dir = run_dir / "shards"
@@ -340,6 +392,7 @@ class Collector:
             # a copy, so the batch's array can go once each row has its own
             state.rows[row] = Row(meta, np.array(row_codes, dtype=np.int16), lengths)
             state.audio_seconds += meta["duration"]
+            state.last_read = max(state.last_read, meta.get("read_at", 0.0))
             state.tokens.update(dict(enumerate(lengths)))
             self._row_done(unit)
 
@@ -416,6 +469,7 @@ class Collector:
     def _commit(self, unit: Unit, state: UnitState) -> None:
         """Shards (one per format, each an atomic rename), then its rejects, then its manifest
         record: the unit is done only once the record is there (`snactok.resume` reads it back)."""
+        t0 = time.monotonic()
         rows = [state.rows[r] for r in sorted(state.rows)]
         try:
             files = write_unit(self.shards_dir, unit.name, rows, self.columns[unit.source], self.out)
@@ -454,6 +508,7 @@ class Collector:
         except OSError as err:
             raise PipelineError(f"cannot append to {self.manifest.path}: {err}") from err
         self.committed.append(record)
+        self.load.commit(record, t0, state.last_read)
 
     @property
     def complete(self) -> bool:
@@ -492,6 +547,7 @@ class Collector:
             # from the first tokens on: without start-up (loading, compiling, the start-up check)
             "steady_audio_seconds_per_second": self._steady(audio_now, wall),
             "readers": self.readers,
+            "main_process": self.load.describe(),
             "random_weights": self.weights.kind == RANDOM,
             "verify": self.verification(),
             "workers": dict(sorted(self.workers.items())),
@@ -596,7 +652,9 @@ def _execute(
         )
     children = []
     for rank, device in enumerate(devices):
-        batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[device.split(":")[0]]
+        # a dry run stands in for GPUs, so it batches as they do
+        kind = "cuda" if rt["dry_run"] else device.split(":")[0]
+        batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[kind]
         plan = DevicePlan(
             rank,
             device,
@@ -758,6 +816,7 @@ def _collect(
     num_devices = len(device_stats) // 3
     total_rows = progress.total
     finished: set[int] = set()
+    collector.load.start()
     while True:
         if collector.complete:
             flag.finish()
@@ -773,6 +832,10 @@ def _collect(
             collector.reasons,
             done,
             starting=None if collector.rows_done else supervisor.starting(),
+        )
+        readers = range(len(reader_stats) // 2)
+        collector.load.watch(
+            sum(reader_stats[2 * r] for r in readers), sum(reader_stats[2 * r + 1] for r in readers)
         )
         fill = budget.held / budget.capacity
         tracker.tick(collector, reader_stats, device_stats, fill, total_rows, force=done)

@@ -176,6 +176,7 @@ def _read_row(
         "text": text,
         "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
         "duration": round(audio.shape[0] / rate, 6),
+        "read_at": time.monotonic(),  # system-wide clock: the main process times the commit by it
     }
     if "keep" in row:
         meta["keep"] = row["keep"]
