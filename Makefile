@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench ceiling clean
 
 setup: $(STAMP)
 
@@ -45,12 +45,19 @@ lint: setup
 	$(BIN)/ruff format --check src tests scripts encode.py
 
 # ~12 min of generated speech through (a) the original method, (b) the model alone, (c) encode.py;
-# prints the table and rewrites it in docs/performance.md. Takes ~15 min on 2 CPU cores.
+# then the ceiling without the model (`make ceiling`). Prints both tables and rewrites them in
+# docs/performance.md. Takes ~25 min on 2 CPU cores.
 bench: setup
 	@command -v espeak-ng >/dev/null || { \
 	  echo "espeak-ng is missing; installing it (needs root)"; \
 	  apt-get update && apt-get install -y espeak-ng; }
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+	$(BIN)/python scripts/ceiling.py
+
+# Readers per input kind, dry-run throughput, main-process capacity, commit latency, peak RSS
+# (scripts/ceiling.py; ~10 min on 2 CPU cores, no espeak needed).
+ceiling: setup
+	$(BIN)/python scripts/ceiling.py $(CEILING_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

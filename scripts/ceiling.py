@@ -68,7 +68,13 @@ def main() -> None:
         flac = make_kind(root, "16 kHz FLAC", speech) / "data"
         results["throughput"] = throughput(flac, root)
         tiny = tiny_clips(root / "tiny", speech)
-        results["main"] = dry_run(tiny, root, "snac_44khz", 2, ["output.format=both"])
+        results["main"] = {
+            (clips, w): dry_run(
+                data, root, "snac_44khz", 2, ["output.format=both", f"output.writers={w}"]
+            )
+            for clips, data in (("0.25 s", tiny), ("5 s", flac))
+            for w in (0, 1)
+        }
         results["latency"] = latency(flac, root)
         results["rss"] = rss(flac, root)
     finally:
@@ -280,7 +286,7 @@ def dry_run(data: Path, root: Path, codec: str, readers: int, extra: list[str]) 
 
 
 def throughput(flac: Path, root: Path) -> dict:
-    _metadata_repeat(flac, 5)  # 10 min of audio from the 2 min of clips
+    _metadata_repeat(flac, 25)  # 50 min of audio from the 2 min of clips
     runs = {}
     for codec in ("snac_24khz", "snac_44khz"):
         for readers in (1, 2):
@@ -343,19 +349,25 @@ def render(r: dict, args: argparse.Namespace) -> str:
     for codec in ("snac_24khz", "snac_44khz"):
         two, one = t[f"{codec} jsonl 2"]["steady"], t[f"{codec} jsonl 1"]["steady"]
         lines.append(f"\n2 readers / 1 reader, {codec}: {two / one:.2f}x")
-    m = r["main"]
     arch_rate = sum(token_rates(_arch("snac_44khz")))
-    capacity = m["audio_s"] / m["main_cpu_s"]
     lines += [
         "",
-        "**3. Main-process capacity** (0.25 s clips, snac_44khz, output.format=both; from its CPU "
-        "time while collecting)",
+        "**3. Main-process capacity** (16 kHz FLAC, snac_44khz, output.format=both; from its "
+        "CPU time while collecting: what one core of it could take if devices returned at once)",
         "",
-        f"- {m['rows'] / m['main_cpu_s']:,.0f} rows/s and {m['tokens'] / m['main_cpu_s']:,.0f} "
-        f"tokens/s per core ({arch_rate:.1f} tokens per audio second): {capacity:,.0f} audio s/s",
-        f"- share of a core per 1,000 audio s/s: {1000 / capacity:.3f}",
-        f"- of its CPU, commits (format, compress, write, fsync): {m['commit_s']:.2f} s of "
-        f"{m['main_cpu_s']:.2f} s",
+        "| clips | output.writers | rows/s | tokens/s | audio s/s (at "
+        f"{arch_rate:.1f} tokens per audio s) | share of a core per 1,000 audio s/s | of which "
+        "commits |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (clips, writers), m in r["main"].items():
+        cpu = m["main_cpu_s"]
+        lines.append(
+            f"| {clips} | {writers} | {m['rows'] / cpu:,.0f} | {m['tokens'] / cpu:,.0f} | "
+            f"{m['audio_s'] / cpu:,.0f} | {1000 * cpu / m['audio_s']:.3f} | "
+            f"{m['commit_s']:.2f} s of {cpu:.2f} s |"
+        )
+    lines += [
         "",
         "**4. Commit latency and work at risk** (snac_24khz, 2 readers)",
         "",

@@ -121,6 +121,48 @@ def test_jsonl_without_flatten_keeps_the_original_bytes(tmp_path):
     assert "codes" not in read_shard(tmp_path / "u.jsonl.gz")[0]
 
 
+def _varied_rows(rng, count: int, strides: tuple[int, ...], big: int = 0) -> list[Row]:
+    """Rows as shards meet them: any text (quotes, newlines, emoji), speakers or None, kept
+    fields of several types, ids of both kinds, the codebook's edges, one-frame and long clips."""
+    texts = ["plain", 'with "quotes" and \\ slash', "line\nbreak\ttab", "émoji 🎙 中文", ""]
+    rows = []
+    for i in range(count):
+        frames = int(rng.choice([1, 2, 37, 120, big or 120]))
+        lengths = tuple(frames * strides[0] // s for s in strides)  # coarse frames
+        codes = rng.integers(0, 4096, sum(lengths)).astype(np.int16)
+        codes[: min(3, codes.size)] = [0, 4095, 10][: min(3, codes.size)]
+        meta = {
+            "id": i if i % 2 else f"clip/{i}.flac",
+            "text": texts[i % len(texts)],
+            "speaker": None if i % 3 == 0 else f"spk {i}",
+            "duration": round(float(rng.random()) * 10, 6),
+            "keep": {"dnsmos": float(rng.random()), "language": None if i % 4 else "en"},
+        }
+        rows.append(Row(meta, codes, lengths))
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("strides", "flatten"), [((4, 2, 1), None), ((4, 2, 1), "orpheus"), ((8, 4, 2, 1), None)]
+)
+def test_the_vectorised_lines_are_format_rows_bytes(strides, flatten):
+    """format_lines (numpy-formatted token lists) must give exactly format_row's lines, which
+    are json.dumps of the row: on varied rows, past its 2**20-token groups, and with a
+    constant that takes a leading key's name (then format_row itself is used)."""
+    rng = np.random.default_rng(len(strides))
+    rows = _varied_rows(rng, 40, strides) + _varied_rows(rng, 3, strides, big=60000)
+    for constants in ({"corpus": "x", "n": 3, "w": 0.5}, {}, {"text": "replaced"}):
+        columns = Columns(
+            num_layers=len(strides),
+            constants=constants,
+            with_speaker=True,
+            flatten=flatten,
+            kept={"dnsmos": None, "language": None},
+        )
+        want = [format_row(r.meta, r.codes, list(r.lengths), constants, True, flatten) for r in rows]
+        assert shards.format_lines(rows, columns) == want
+
+
 def test_parquet_bytes_are_the_same_for_the_same_rows(tmp_path):
     """No time in the file; the writer's only varying field is its version (`created_by`)."""
     (tmp_path / "a").mkdir()

@@ -170,6 +170,10 @@ class OutputConfig:
     buffer_size: int = 16 * 2**20
     # null, or orpheus: add `codes`, Orpheus TTS's 7 tokens per frame (int32; snac_24khz only).
     flatten: str | None = None
+    # Processes that format, compress and write committed units (snactok.writers); 0 = the main
+    # process does it. Same bytes either way. For many GPUs a node: gzip alone caps the main
+    # process near 14M tokens/s (docs/performance.md).
+    writers: int = 0
 
 
 @dataclass
@@ -294,6 +298,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(out.flatten in FLATTEN_CHOICES, "output.flatten", out.flatten, list(FLATTEN_CHOICES))
     _require(out.lines_per_file >= 1, "output.lines_per_file", out.lines_per_file, "an integer >= 1")
     _require(0 <= out.gzip_level <= 9, "output.gzip_level", out.gzip_level, "0..9")
+    _require(out.writers >= 0, "output.writers", out.writers, "0 (the main process) or more")
     _require(len(rt.devices) >= 1, "runtime.devices", list(rt.devices), "e.g. [auto], [cpu], [cuda:0]")
     _require(cfg.wandb.mode in WANDB_MODES, "wandb.mode", cfg.wandb.mode, list(WANDB_MODES))
     repo = cfg.save.hub_repo

@@ -5,8 +5,8 @@
 
 The named process writes its pid to `$SNACTOK_TEST_AT_DIR/<process>.<moment>` the nth time it
 reaches `moment`, then waits there until it is killed (`go`: it carries on). The moments are the
-`reached(...)` calls in `snactok.workers` and `snactok.ipc`. Unset (always, outside tests), a call
-costs one comparison.
+`reached(...)` calls in `snactok.workers`, `snactok.ipc` and `snactok.writers`. Unset (always,
+outside tests), a call costs one comparison.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ from snactok.workers import (
     peak_rss_mb,
     reader_main,
 )
+from snactok.writers import Writers
 
 log = logging.getLogger(__name__)
 __all__ = ["Interrupted", "PipelineError", "run"]
@@ -352,6 +353,8 @@ class Collector:
             u.index: UnitState(expected=u.rows) for u in mine if u.index not in prior.committed
         }
         self.committed: list[dict] = list(prior.committed.values())
+        writers = conf["output"].get("writers", 0)
+        self.writers = Writers(writers) if writers and self.state else None
         self.planned = len(mine)  # this job's units
         self.prior_units = len(self.committed)
         self.reasons: Counter[str] = Counter(r["reason"] for r in prior.rejects)
@@ -468,17 +471,43 @@ class Collector:
 
     def _commit(self, unit: Unit, state: UnitState) -> None:
         """Shards (one per format, each an atomic rename), then its rejects, then its manifest
-        record: the unit is done only once the record is there (`snactok.resume` reads it back)."""
+        record: the unit is done only once the record is there (`snactok.resume` reads it back).
+        With output.writers the files are written by a writer process, and the rest follows
+        when it is done (`drain_writes`)."""
         t0 = time.monotonic()
         rows = [state.rows[r] for r in sorted(state.rows)]
+        args = (self.shards_dir, unit.name, rows, self.columns[unit.source], self.out)
+        if self.writers is None:
+            files = self._written(unit, lambda: write_unit(*args))
+            self._record(unit, state, len(rows), files, t0)
+            return
+        state.rows = {}  # the writer's now
+        self.writers.submit((unit, state, len(rows)), *args)
+        self.load.commit_seconds += time.monotonic() - t0
+        self.drain_writes()
+
+    def drain_writes(self, block: bool = False) -> None:
+        """Record the units the writers have written, oldest first; `block`: all of them."""
+        if self.writers is None:
+            return
+        for (unit, state, rows), future in self.writers.ready(block):
+            t0 = time.monotonic()
+            self._record(unit, state, rows, self._written(unit, lambda f=future: Writers.files(f)), t0)
+
+    def _written(self, unit: Unit, write: Any) -> list[dict]:
         try:
-            files = write_unit(self.shards_dir, unit.name, rows, self.columns[unit.source], self.out)
-            for reject in sorted(state.rejects, key=lambda r: r["row"]):
-                self.rejects.append(reject)
+            return write()
         except OSError as err:
             suffixes = FORMAT_SUFFIXES[self.out["format"]]
             names = " and ".join(str(self.shards_dir / f"{unit.name}{s}") for s in suffixes)
             raise PipelineError(f"cannot write {names}: {err}") from err
+
+    def _record(self, unit: Unit, state: UnitState, rows: int, files: list[dict], t0: float) -> None:
+        try:
+            for reject in sorted(state.rejects, key=lambda r: r["row"]):
+                self.rejects.append(reject)
+        except OSError as err:
+            raise PipelineError(f"cannot append to {self.rejects.path}: {err}") from err
         # `file`, `bytes` and `sha256` name the first format's file (as before `files` existed)
         record = {
             "type": "shard",
@@ -488,7 +517,7 @@ class Collector:
             "stop": unit.stop,
             "file": files[0]["file"],
             "rows_read": state.expected,
-            "rows": len(rows),
+            "rows": rows,
             "rejected": len(state.rejects),
             "bytes": files[0]["bytes"],
             "sha256": files[0]["sha256"],
@@ -512,7 +541,7 @@ class Collector:
 
     @property
     def complete(self) -> bool:
-        return not self.state
+        return not self.state and (self.writers is None or not self.writers.pending)
 
     def shard_paths(self, non_empty: bool = False) -> list[Path]:
         """Every committed file, all formats (records from before `files` name one)."""
@@ -587,6 +616,8 @@ class Collector:
         return dict(sizes)
 
     def close(self) -> None:
+        if self.writers is not None:
+            self.writers.close()
         self.manifest.close()
         self.rejects.close()
 
@@ -822,6 +853,7 @@ def _collect(
             flag.finish()
         for sender, msg in supervisor.inbox.poll(POLL_SECONDS):
             _handle(sender, msg, collector, supervisor, finished)
+        collector.drain_writes()
         supervisor.check()
         supervisor.watch_progress(len(collector.committed))
         done = len(finished) == num_devices
