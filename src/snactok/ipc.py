@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import io
 import os
 import pickle
 import queue
@@ -29,7 +30,7 @@ import struct
 import tempfile
 import threading
 import time
-from multiprocessing.reduction import DupFd, ForkingPickler
+from multiprocessing.reduction import DupFd
 from typing import Any
 
 from snactok.hook import armed, reached
@@ -129,23 +130,19 @@ def _rebuild_counter(dup: Any) -> BlockCounter:
     return BlockCounter(dup.detach())
 
 
-class _Spilled:
-    """A message too big for one datagram: its pickle, in a shared-memory tensor."""
-
-    def __init__(self, data: Any):
-        self.data = data
-
-
 class ClipChannel:
     """Readers -> device workers, many to many: each message one SEQPACKET datagram.
 
     A datagram arrives whole or not at all, whoever dies, so no receiver can be left reading half
-    a message, and there is no lock. Pickled with torch's reductions, as a multiprocessing queue
-    would: a tensor's storage goes to shared memory and travels as a file descriptor, which the
-    sending process serves until it is received.
+    a message, and there is no lock. A message's tensors (a clip's wave), and the message itself
+    when it is big, go in a memfd whose descriptor travels in the same datagram (SCM_RIGHTS).
+    torch's own sharing sent each storage's descriptor through the sender's resource-sharer
+    thread, a socket connection per tensor, which cost about half a dry run's device worker; and
+    a sender that died before the receiver connected broke the clip. The kernel frees a memfd
+    once both ends have closed it, also after a kill -9.
     """
 
-    INLINE = 32 * 1024  # bytes; a bigger message goes as a shared-memory tensor
+    INLINE = 32 * 1024  # bytes; a bigger message goes in the memfd too
     SEND_BUFFER = 4 * 2**20  # asked for; the kernel caps it at net.core.wmem_max
 
     def __init__(self) -> None:
@@ -154,40 +151,128 @@ class ClipChannel:
 
     def put(self, obj: Any, flag: RunFlag) -> bool:
         """Send `obj`; False if the run stops while the channel is full."""
-        data = bytes(ForkingPickler.dumps(obj))
-        if len(data) > self.INLINE:
-            import torch
-
-            data = bytes(
-                ForkingPickler.dumps(_Spilled(torch.frombuffer(bytearray(data), dtype=torch.uint8)))
-            )
+        buffers: list[Any] = []
+        body = _dumps(obj, buffers)
+        fds = []
+        if buffers or len(body) > self.INLINE:
+            spill = body if len(body) > self.INLINE else b""
+            fds = [_memfd([spill, *(b.numpy().view("uint8").reshape(-1) for b in buffers)])]
+            body = pickle.dumps((len(spill), [b.nbytes for b in buffers], b"" if spill else body))
+        else:
+            body = pickle.dumps((None, [], body))
         self._tx.settimeout(0.5)
-        while True:
-            try:
-                self._tx.send(data)
-                return True
-            except TimeoutError:
-                if not flag.running:
-                    return False
+        try:
+            while True:
+                try:
+                    socket.send_fds(self._tx, [body], fds)
+                    return True
+                except TimeoutError:
+                    if not flag.running:
+                        return False
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def get(self, timeout: float) -> Any:
         """The next message, or None if none came within `timeout` seconds."""
         self._rx.settimeout(timeout)
         try:
-            data = self._rx.recv(2 * self.INLINE)
+            data, fds, _, _ = socket.recv_fds(self._rx, 2 * self.INLINE, 1)
         except TimeoutError:
             return None
         if not data:  # every sender has closed its end; not expected while the run lasts
             time.sleep(timeout)
             return None
-        obj = pickle.loads(data)
-        if isinstance(obj, _Spilled):
-            obj = pickle.loads(obj.data.numpy().tobytes())
-        return obj
+        spilled, sizes, body = pickle.loads(data)
+        tensors = []
+        if fds:
+            whole = bytearray(sum(sizes) + spilled)
+            try:
+                view, done = memoryview(whole), 0
+                while done < len(whole):  # pread: the sender's writes moved the shared offset
+                    got = os.preadv(fds[0], [view[done:]], done)
+                    if not got:
+                        raise EOFError(f"a clip's memfd holds {done} of {len(whole)} bytes")
+                    done += got
+            finally:
+                os.close(fds[0])
+            if spilled:
+                body = bytes(whole[:spilled])
+            tensors = _views(whole, spilled, sizes)
+        return _loads(body, tensors)
 
     def close(self) -> None:
         self._tx.close()
         self._rx.close()
+
+
+def _memfd(parts: list[Any]) -> int:
+    """A memfd holding `parts` one after another, at offset 0."""
+    fd = os.memfd_create("snactok-clip", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb", buffering=0) as f:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    view = view[f.write(view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Pickler(pickle.Pickler):
+    """A pickle whose tensors stay out of band, in `buffers`, by index."""
+
+    def __init__(self, file: Any, buffers: list[Any]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.buffers = buffers
+
+    def persistent_id(self, obj: Any) -> Any:
+        import torch
+
+        if not isinstance(obj, torch.Tensor):
+            return None
+        tensor = obj.detach().cpu().contiguous()
+        self.buffers.append(tensor)
+        return (len(self.buffers) - 1, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, tensors: list[Any]):
+        super().__init__(file)
+        self.tensors = tensors
+
+    def persistent_load(self, pid: Any) -> Any:
+        import torch
+
+        index, dtype, shape = pid
+        return self.tensors[index].view(getattr(torch, dtype)).reshape(shape)
+
+
+def _dumps(obj: Any, buffers: list[Any]) -> bytes:
+    out = io.BytesIO()
+    _Pickler(out, buffers).dump(obj)
+    return out.getvalue()
+
+
+def _loads(body: bytes, tensors: list[Any]) -> Any:
+    return _Unpickler(io.BytesIO(body), tensors).load()
+
+
+def _views(whole: bytearray, start: int, sizes: list[int]) -> list[Any]:
+    """uint8 tensors over each buffer's bytes in `whole` (no copy)."""
+    import torch
+
+    views, offset = [], start
+    for size in sizes:
+        views.append(
+            torch.frombuffer(whole, dtype=torch.uint8, count=size, offset=offset)
+            if size
+            else torch.empty(0, dtype=torch.uint8)
+        )
+        offset += size
+    return views
 
 
 _HEADER = struct.Struct("<Q")  # a frame: payload bytes, then the payload (a pickle)

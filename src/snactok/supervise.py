@@ -13,6 +13,7 @@ import multiprocessing.process
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Child:
     slot: int  # its row on the Board
     process: Any
     pipe: int  # this process's copy of the write end of its pipe; closed once it has started
+    env: dict[str, str] = field(default_factory=dict)  # set for it, unless the user set them
 
 
 @dataclass
@@ -54,7 +56,8 @@ class Supervisor:
         try:
             for child in self.children:
                 try:
-                    child.process.start()
+                    with _env(child.env):
+                        child.process.start()
                 except OSError as err:  # it died before it read what it was given
                     self.check()
                     raise PipelineError(f"{child.name} could not be started: {err}") from err
@@ -179,3 +182,15 @@ def describe_exit(exitcode: int) -> str:
         "SIGBUS": " (a crash in native code, or a full /dev/shm)",
     }.get(name, "")
     return f"was killed by {name}{why}"
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """A child started inside inherits `values`, except those the user has set."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            del os.environ[key]
