@@ -99,7 +99,7 @@ class RuntimeConfig:
     # `auto` = every visible CUDA GPU, else one CPU worker. Or e.g. [cuda:0, cuda:1] / [cpu, cpu].
     devices: list[str] = field(default_factory=lambda: ["auto"])
     # Decode + resample processes; null = by device: 1 per CPU worker, 4 per GPU (at most the
-    # cores left). A reader costs ~0.0008 CPU s per audio s of 16 kHz FLAC (docs/performance.md).
+    # cores left). What a reader costs per input kind: docs/performance.md (make ceiling).
     num_readers: int | None = None
     # Samples (at the codec rate) decoded but not yet encoded, across all queues and batches.
     queue_samples: int = 64 * 2**20
