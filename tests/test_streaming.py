@@ -170,7 +170,8 @@ def test_streamed_json_lines_without_row_counts_commit_as_each_shard_ends(tmp_pa
             )
             for r in part
         ]
-        (root / "data" / f"train-{i:05d}-of-00002.jsonl").write_text("\n".join(lines) + "\n")
+        # .json, not .jsonl: a file of JSON lines that is not counted ahead
+        (root / "data" / f"train-{i:05d}-of-00002.json").write_text("\n".join(lines) + "\n")
     weights = weights_dir("snac_24khz")
     records = encode(tmp_path / "stream", weights, root, "dataset.streaming=true")
     assert [(r["unit"], r["start"], r["rows_read"]) for r in shard_records(records)] == [
