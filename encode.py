@@ -20,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snactok import ConfigError, register_configs
-from snactok.config import refuse_secret_overrides
-from snactok.pipeline import Interrupted, PipelineError, run
+from snactok import register_configs
+from snactok.config.schema import refuse_secret_overrides
+from snactok.engine.run import Interrupted, run
+from snactok.errors import ConfigError, PipelineError
 
 log = logging.getLogger("encode")
 

@@ -48,7 +48,7 @@ def main() -> None:
     args = parse_args()
     if args.original_only:
         return original_method_job(Path(args.original_only))
-    from snactok.pipeline import MALLOC_TUNABLES
+    from snactok.engine.run import MALLOC_TUNABLES
 
     if "GLIBC_TUNABLES" not in os.environ:  # what encode.py gives its workers; here for all of us
         os.execve(
@@ -58,7 +58,7 @@ def main() -> None:
         )
     from omegaconf import OmegaConf
 
-    from snactok.codec import random_weights_dir
+    from snactok.codec.encoder import random_weights_dir
 
     data = Path(args.data).resolve() if args.data else speech_set(args.minutes, args.cache / "bench")
     conf = compose(args.codec, data)
@@ -116,7 +116,7 @@ def compose(codec: str, data: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from snactok.config import register_configs
+    from snactok.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -156,7 +156,7 @@ def speech_set(minutes: float, root: Path) -> Path:
 def clip_rows(conf) -> list[dict]:
     from omegaconf import OmegaConf
 
-    from snactok.sources import open_sources
+    from snactok.inputs.sources import open_sources
 
     (source,) = open_sources(OmegaConf.to_container(conf, resolve=True)["dataset"], None)
     return list(source.rows(0, source.num_rows))
@@ -192,8 +192,8 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
 
 def reader_cost(rows: list[dict], rate: int) -> dict:
     """CPU seconds per audio second to decode + resample, as a reader runs it."""
-    from snactok.audio import Resampler, decode
-    from snactok.codec import set_cpu_numerics
+    from snactok.codec.encoder import set_cpu_numerics
+    from snactok.inputs.audio import Resampler, decode
 
     threads = torch.get_num_threads()
     set_cpu_numerics()  # as a reader runs
@@ -252,7 +252,7 @@ def original_method_job(job: Path) -> None:
 
 
 def decoded(rows: list[dict], rate: int) -> list[torch.Tensor]:
-    from snactok.audio import Resampler, decode
+    from snactok.inputs.audio import Resampler, decode
 
     resample = Resampler(rate)
     return [resample(*decode(row["audio"])) for row in rows]
@@ -267,8 +267,8 @@ def model_alone(
     autocast: str | None = None,
 ) -> tuple[dict, list[np.ndarray]]:
     """Pre-decoded clips through BatchEncoder, bucketed by padded length as a worker does."""
-    from snactok.codec import BatchEncoder, Weights, load_model, prepare_device
-    from snactok.pipeline import DEFAULT_BATCH_SAMPLES
+    from snactok.codec.encoder import BatchEncoder, Weights, load_model, prepare_device
+    from snactok.engine.run import DEFAULT_BATCH_SAMPLES
 
     dev = prepare_device(device)
     model = load_model(Weights("random", "random", str(weights)), arch)
@@ -289,7 +289,7 @@ def model_alone(
 def encode_grouped(encoder, clips: list[torch.Tensor], order) -> list[np.ndarray]:
     """Each clip's tokens, the clips taken in `order` and grouped by padded length into batches
     of `encoder.batch_samples`, as a device worker groups them."""
-    from snactok.codec import padded_length
+    from snactok.codec.encoder import padded_length
 
     buckets: dict[int, list[int]] = defaultdict(list)
     for i in order:
@@ -372,7 +372,7 @@ def encode_run(codec: str, data: Path, rows: int, cache: Path) -> dict:
 
 def shard_tokens(run_dir: Path) -> dict[str, np.ndarray]:
     """File name (the end of a folder row's id) -> flat tokens, from a run's shards."""
-    from snactok.shards import read_shard
+    from snactok.output.formats import read_shard
 
     tokens = {}
     for shard in sorted((run_dir / "shards").glob("*.jsonl.gz")):

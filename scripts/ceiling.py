@@ -5,7 +5,7 @@
 
 Built from the bundled demo speech (no espeak needed), it measures:
   1. Reader cost: CPU seconds per audio second to read, decode and resample (to 24 kHz) each input
-     kind as a reader does (a `datasets` source, `snactok.audio.decode`, `Resampler`), against the
+     kind as a reader does (a `datasets` source, `snactok.inputs.audio.decode`, `Resampler`), against the
      same decode and resample done raw with soundfile/PyAV and torchaudio.
   2. Whole-machinery throughput: `encode.py runtime.dry_run=true` (everything real but the model)
      on 16 kHz FLAC, steady audio s/s, with 1 and 2 readers, snac_24khz and snac_44khz token
@@ -95,7 +95,7 @@ def parse_args() -> argparse.Namespace:
 # ----------------------------------------------------------------------------- data
 def base_speech(minutes: float) -> np.ndarray:
     """The bundled demo speech at 24 kHz, looped to `minutes`."""
-    from snactok.audio import Resampler, decode
+    from snactok.inputs.audio import Resampler, decode
 
     resample, parts = Resampler(TARGET_RATE), []
     for path in sorted((REPO / "data" / "demo").glob("clip_*")):
@@ -172,8 +172,8 @@ def tiny_clips(folder: Path, speech: np.ndarray) -> Path:
 def reader_cost(kind_dir: Path, rounds: int = 3) -> dict:
     """CPU s per audio s: as a reader reads (datasets source + decode + resample) vs raw. Both
     are warmed up first, then timed `rounds` times in alternating order; each takes its best."""
-    from snactok.codec import set_cpu_numerics
-    from snactok.sources import open_sources
+    from snactok.codec.encoder import set_cpu_numerics
+    from snactok.inputs.sources import open_sources
 
     threads = torch.get_num_threads()
     set_cpu_numerics()  # a reader's torch threads
@@ -193,7 +193,7 @@ def reader_cost(kind_dir: Path, rounds: int = 3) -> dict:
 
 
 def _ours(source, limit: int | None = None) -> float:
-    from snactok.audio import Resampler, decode
+    from snactok.inputs.audio import Resampler, decode
 
     resample, audio_s, rows = Resampler(TARGET_RATE), 0.0, limit or source.num_rows
     for start in range(0, rows, 32):
@@ -218,7 +218,7 @@ def _raw(path: Path, limit: int | None = None) -> float:
 def _source(path: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from snactok.config import SourceConfig
+    from snactok.config.schema import SourceConfig
 
     return OmegaConf.to_container(OmegaConf.structured(SourceConfig(path=str(path))))
 
@@ -321,7 +321,7 @@ def rss(flac: Path, root: Path) -> dict:
 
 # ----------------------------------------------------------------------------- table
 def render(r: dict, args: argparse.Namespace) -> str:
-    from snactok.publish import token_rates
+    from snactok.codec.layout import token_rates
 
     lines = [
         f"Command: `python scripts/ceiling.py` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} "
@@ -329,7 +329,7 @@ def render(r: dict, args: argparse.Namespace) -> str:
         "",
         "**1. Reader cost** (CPU s per audio s, decode + resample to 24 kHz; lower is better)",
         "",
-        "| input | reader (datasets + snactok.audio) | raw soundfile/PyAV + torchaudio | ratio |",
+        "| input | reader (datasets + snactok.inputs.audio) | raw soundfile/PyAV + torchaudio | ratio |",
         "|---|---|---|---|",
     ]
     for name, c in r["readers"].items():
@@ -389,7 +389,7 @@ def render(r: dict, args: argparse.Namespace) -> str:
 
 
 def _arch(codec: str) -> dict:
-    from snactok.codec import checked_in_codecs
+    from snactok.codec.encoder import checked_in_codecs
 
     return checked_in_codecs()[codec]
 

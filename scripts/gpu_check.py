@@ -42,7 +42,7 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from snactok.codec import (
+    from snactok.codec.encoder import (
         BatchEncoder,
         Reference,
         Weights,
@@ -53,7 +53,7 @@ def main() -> None:
         random_weights_dir,
         self_check,
     )
-    from snactok.pipeline import DEFAULT_BATCH_SAMPLES
+    from snactok.engine.run import DEFAULT_BATCH_SAMPLES
 
     arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)
     wdir = (

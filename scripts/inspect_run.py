@@ -4,7 +4,7 @@
     python scripts/inspect_run.py <run dir> --num-audio 5 --max-rows 100000
     python scripts/inspect_run.py <run dir> --wandb-project snactok    # also log it to W&B
 
-See `snactok.report` for what each file shows.
+See `snactok.tools.report` for what each file shows.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from snactok.report import read_header, write_report
+from snactok.tools.report import read_header, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

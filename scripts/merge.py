@@ -21,9 +21,9 @@ import logging
 import sys
 from pathlib import Path
 
-from snactok.merge import MERGED, check_sweep, describe_problems, merge_group
-from snactok.publish import PublishError, publish, recorded_files
-from snactok.shards import save_local
+from snactok.output.formats import save_local
+from snactok.tools.merge import MERGED, check_sweep, describe_problems, merge_group
+from snactok.tools.publish import PublishError, publish, recorded_files
 
 
 def main(argv: list[str] | None = None) -> int:

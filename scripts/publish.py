@@ -5,7 +5,7 @@
     python scripts/publish.py <run dir> --repo me/x --stage-only /tmp/look   # write it, upload nothing
 
 Uploads the shards as they are, manifest.jsonl, rejects.jsonl and a generated README.md whose
-`configs:` make `load_dataset("me/demo-snac")` work (see `snactok.publish`). An interrupted
+`configs:` make `load_dataset("me/demo-snac")` work (see `snactok.tools.publish`). An interrupted
 upload resumes when the same command runs again. The token comes from HF_TOKEN or
 `hf auth login`; there is no option for it.
 """
@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from snactok.publish import PublishError, publish, stage
+from snactok.tools.publish import PublishError, publish, stage
 
 
 def main(argv: list[str] | None = None) -> int:

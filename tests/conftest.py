@@ -6,45 +6,27 @@ Nothing here reaches the network: HF_HUB_OFFLINE=1 for this process and every ch
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import SPLIT_ARGS, assert_codes_spread, compose_cfg, run_cli
 
-from snactok import register_configs
-from snactok.codec import (
+from snactok.codec.encoder import (
     arch_dict,
-    calibration_audio,
     random_snac,
     save_pretrained,
     set_cpu_numerics,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-CODECS = ("snac_24khz", "snac_32khz", "snac_44khz")
-FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
-
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+
 # References computed here run as users run SNAC.encode: torch's default backends, at the thread
-# count CPU tokens are defined at (snactok.codec.CPU_THREADS; torch's default on 2 cores).
+# count CPU tokens are defined at (snactok.codec.encoder.CPU_THREADS; torch's default on 2 cores).
 set_cpu_numerics()
-
-
-def compose_cfg(overrides: list[str] | None = None):
-    """Compose conf/config.yaml as encode.py does, minus the `hydra` node."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("config", overrides=list(overrides or []))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="session")
@@ -60,113 +42,11 @@ def weights_dir(tmp_path_factory):
         if codec not in built:
             arch = arch_dict(compose_cfg([f"codec={codec}"]).codec.arch)
             model = random_snac(arch, seed=0)
-            _assert_codes_spread(model, arch)
+            assert_codes_spread(model, arch)
             built[codec] = save_pretrained(model, arch, tmp_path_factory.mktemp(codec))
         return built[codec]
 
     return get
-
-
-def _assert_codes_spread(model, arch) -> None:
-    # speech the calibration did not see: calibration takes the first 8 s
-    audio = calibration_audio(arch["sampling_rate"], seconds=20.0)[4:].reshape(1, 1, -1)
-    with torch.inference_mode():
-        codes = model.encode(audio)
-    for layer, c in enumerate(codes):
-        _, counts = c.unique(return_counts=True)
-        assert len(counts) >= 0.3 * min(c.numel(), arch["codebook_size"]), (layer, len(counts))
-        assert counts.max().item() / c.numel() < 0.15, (layer, counts.max().item() / c.numel())
-
-
-def populate_hf_cache(hf_home: Path, repo: str, weights: Path) -> Path:
-    """Lay out `weights` as the HF hub cache does for `repo` at main, so hf_hub_download finds them
-    offline exactly as it finds weights a user downloaded earlier."""
-    base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-    snapshot = base / "snapshots" / FAKE_SHA
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "pytorch_model.bin"):
-        target = snapshot / name
-        if not target.exists():
-            target.symlink_to(weights / name)
-    (base / "refs").mkdir(exist_ok=True)
-    (base / "refs" / "main").write_text(FAKE_SHA)
-    return snapshot
-
-
-def run_cli(args: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real `python encode.py ...` in a child process."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "encode.py"), *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_cli(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """`python encode.py ...` in the background, in its own session (so a test can signal its
-    whole process group, as a terminal does), writing stdout and stderr to `log`.
-
-    SIGINT is set back to its default in the child, as for a command typed at a terminal: a test
-    run started in the background by a shell (`make test &`) inherits SIGINT ignored, and Python
-    keeps an ignored SIGINT ignored."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "encode.py"), *args],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_default_sigint,
-        )
-
-
-def _default_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def assert_gone(pids: list[int], within: float) -> None:
-    """Every process in `pids` has exited within `within` seconds: no orphans."""
-    import time
-
-    deadline = time.monotonic() + within
-    while any(alive(p) for p in pids):
-        assert time.monotonic() < deadline, f"left behind: {[p for p in pids if alive(p)]}"
-        time.sleep(0.05)
-
-
-def local_dataset(path, streaming: bool = False, **settings) -> dict:
-    """The resolved `dataset` config of one local source, with the schema's defaults for what
-    `settings` leaves out, as `sources.open_sources` takes it."""
-    from omegaconf import OmegaConf
-
-    from snactok.config import SourceConfig
-
-    src = OmegaConf.to_container(OmegaConf.structured(SourceConfig(path=str(path), **settings)))
-    return {"streaming": streaming, "reshard": False, "languages": [], "sources": [src]}
-
-
-def demo_rows() -> list[dict]:
-    import csv
-
-    with open(ROOT / "data" / "demo" / "metadata.csv", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="session")
@@ -189,28 +69,6 @@ def demo_run(tmp_path_factory, weights_dir):
     return run_dir
 
 
-def run_rows(run_dir: Path) -> list[dict]:
-    """Every row of a run dir's JSONL shards, in unit order (the dataset's global order)."""
-    import json
-
-    from snactok.shards import read_shard
-
-    records = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
-    shards = sorted((r for r in records if r["type"] == "shard"), key=lambda r: r["unit"])
-    return [row for r in shards for row in read_shard(run_dir / r["file"])]
-
-
-# A run split over jobs: 24 demo rows in 8 units of 3; one CPU thread per job, as two jobs share
-# this machine's 2 cores (more threads than cores slows each job ~10x).
-SPLIT_ARGS = [
-    "runtime=debug",
-    "runtime.max_rows=24",
-    "output.lines_per_file=3",
-    "runtime.cpu_threads=1",
-    "wandb.mode=disabled",
-]
-
-
 @pytest.fixture(scope="session")
 def split_reference(tmp_path_factory, weights_dir):
     """SPLIT_ARGS as one job on one node: what every split run must reproduce row for row."""
@@ -220,47 +78,3 @@ def split_reference(tmp_path_factory, weights_dir):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
-
-
-# A Common Voice release's TSV header, as the Mozilla Data Collective ships it (unquoted).
-CV_COLUMNS = [
-    "client_id",
-    "path",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "locale",
-    "segment",
-]
-
-
-def common_voice_language(root: Path, lang: str, mp3s: list[str]) -> list[dict]:
-    """`root/lang` as a Common Voice release lays out a language: `clips/` with copies of the
-    bundled `mp3s`, train.tsv and dev.tsv (the last clip); returns train's rows."""
-    clips = root / lang / "clips"
-    clips.mkdir(parents=True)
-    rows = []
-    for i, name in enumerate(mp3s):
-        path = f"common_voice_{lang}_{19664030 + i}.mp3"
-        shutil.copy(ROOT / "data" / "demo" / name, clips / path)
-        sentence = f'He said "{lang} {i}" twice.' if i == 1 else f"Sentence {i} in {lang}."
-        rows.append(
-            {
-                "client_id": f"{'ab' * 30}{i % 2:04d}",
-                "path": path,
-                "sentence_id": f"{i:064x}",
-                "sentence": sentence,
-                "locale": lang,
-            }
-        )
-    for split, part in (("train", rows[:-1]), ("dev", rows[-1:])):
-        lines = ["\t".join(CV_COLUMNS)]
-        lines += ["\t".join(r.get(c, "") for c in CV_COLUMNS) for r in part]
-        (root / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return rows[:-1]

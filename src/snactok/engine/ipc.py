@@ -1,0 +1,462 @@
+"""Everything that crosses between the run's processes, built so that no death can wedge another.
+
+multiprocessing's Queue, Lock, Condition and Event rest on shared semaphores. A process killed
+while it holds one, or while it sleeps in a Condition, leaves it held or counted as a sleeper for
+good, and the next process to wait on it waits forever: a reader killed while idle once hung the
+main process in `Event.set()`. Nothing here uses one, so nothing can leak one either:
+
+- `Outbox` / `Inbox`: each child's messages to the main process go down the child's own pipe,
+  framed. The main process reads without blocking, so a message cut short by a death is seen (end
+  of file after part of a frame), never waited for.
+- `ClipChannel`: clips from readers to device workers as whole messages on a SEQPACKET socket,
+  each delivered whole or not at all. Tensors travel in shared memory, as torch shares them.
+- `BlockCounter`: the next block of rows to read, under a POSIX record lock, which the kernel
+  releases when its holder dies.
+- `Budget`, `Board`, `RunFlag`: shared memory in which each process writes only its own slots;
+  whoever waits on them polls.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import io
+import os
+import pickle
+import queue
+import selectors
+import socket
+import struct
+import tempfile
+import threading
+import time
+from multiprocessing.reduction import DupFd
+from typing import Any
+
+from snactok.engine.hook import armed, reached
+
+_RUN, _FINISH, _STOP = 0, 1, 2
+
+
+class RunFlag:
+    """What the main process wants of the children: run, finish (every row is done), or stop."""
+
+    def __init__(self, ctx: Any):
+        self._value = ctx.RawValue("i", _RUN)
+
+    def finish(self) -> None:
+        if self._value.value == _RUN:
+            self._value.value = _FINISH
+
+    def stop(self) -> None:
+        self._value.value = _STOP
+
+    @property
+    def running(self) -> bool:
+        return self._value.value == _RUN
+
+    @property
+    def finishing(self) -> bool:
+        return self._value.value == _FINISH
+
+
+class Budget:
+    """Samples decoded but not yet encoded: what readers took less what device workers gave back.
+
+    Each process counts in its own slot, so there is no lock to die holding; two readers may pass
+    at the same moment, so the budget can be exceeded by one clip per reader. A clip bigger than
+    the whole budget passes when nothing else is held, so it cannot deadlock.
+    """
+
+    def __init__(self, ctx: Any, capacity: int, readers: int, devices: int):
+        self.capacity = capacity
+        self._taken = ctx.RawArray("q", readers)
+        self._returned = ctx.RawArray("q", devices)
+
+    @property
+    def held(self) -> int:
+        return sum(self._taken) - sum(self._returned)
+
+    def fits(self, n: int) -> bool:
+        held = self.held
+        return held <= 0 or held + n <= self.capacity
+
+    def wait_for(self, n: int, flag: RunFlag) -> bool:
+        """Wait until `n` samples fit; False if the run stops first."""
+        delay = 0.001
+        while not self.fits(n):
+            if not flag.running:
+                return False
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
+        return True
+
+    def take(self, reader: int, n: int) -> None:
+        self._taken[reader] += n
+
+    def give_back(self, device: int, n: int) -> None:
+        self._returned[device] += n
+
+
+class BlockCounter:
+    """A counter readers take the next block index from: a file's 8 bytes under `lockf`.
+
+    A POSIX record lock belongs to its process, and the kernel drops it when the process dies, so
+    a reader killed while holding it cannot stop the others. (A multiprocessing lock would stay
+    held.)
+    """
+
+    def __init__(self, fd: int | None = None):
+        if fd is None:
+            with tempfile.TemporaryFile() as f:  # unlinked: nothing to clean up after a crash
+                fd = os.dup(f.fileno())
+            os.pwrite(fd, struct.pack("q", 0), 0)
+        self._fd = fd
+
+    def take(self) -> int:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            (k,) = struct.unpack("q", os.pread(self._fd, 8, 0))
+            os.pwrite(self._fd, struct.pack("q", k + 1), 0)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        return k
+
+    def __reduce__(self) -> tuple:
+        return _rebuild_counter, (DupFd(self._fd),)
+
+
+def _rebuild_counter(dup: Any) -> BlockCounter:
+    return BlockCounter(dup.detach())
+
+
+class ClipChannel:
+    """Readers -> device workers, many to many: each message one SEQPACKET datagram.
+
+    A datagram arrives whole or not at all, whoever dies, so no receiver can be left reading half
+    a message, and there is no lock. A message's tensors (a clip's wave), and the message itself
+    when it is big, go in a memfd whose descriptor travels in the same datagram (SCM_RIGHTS).
+    torch's own sharing sent each storage's descriptor through the sender's resource-sharer
+    thread, a socket connection per tensor, which cost about half a dry run's device worker; and
+    a sender that died before the receiver connected broke the clip. The kernel frees a memfd
+    once both ends have closed it, also after a kill -9.
+    """
+
+    INLINE = 32 * 1024  # bytes; a bigger message goes in the memfd too
+    SEND_BUFFER = 4 * 2**20  # asked for; the kernel caps it at net.core.wmem_max
+
+    def __init__(self) -> None:
+        self._tx, self._rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.SEND_BUFFER)
+
+    def put(self, obj: Any, flag: RunFlag) -> bool:
+        """Send `obj`; False if the run stops while the channel is full."""
+        buffers: list[Any] = []
+        body = _dumps(obj, buffers)
+        fds = []
+        if buffers or len(body) > self.INLINE:
+            spill = body if len(body) > self.INLINE else b""
+            fds = [_memfd([spill, *(b.numpy().view("uint8").reshape(-1) for b in buffers)])]
+            body = pickle.dumps((len(spill), [b.nbytes for b in buffers], b"" if spill else body))
+        else:
+            body = pickle.dumps((None, [], body))
+        self._tx.settimeout(0.5)
+        try:
+            while True:
+                try:
+                    socket.send_fds(self._tx, [body], fds)
+                    return True
+                except TimeoutError:
+                    if not flag.running:
+                        return False
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def get(self, timeout: float) -> Any:
+        """The next message, or None if none came within `timeout` seconds."""
+        self._rx.settimeout(timeout)
+        try:
+            data, fds, _, _ = socket.recv_fds(self._rx, 2 * self.INLINE, 1)
+        except TimeoutError:
+            return None
+        if not data:  # every sender has closed its end; not expected while the run lasts
+            time.sleep(timeout)
+            return None
+        spilled, sizes, body = pickle.loads(data)
+        tensors = []
+        if fds:
+            whole = bytearray(sum(sizes) + spilled)
+            try:
+                view, done = memoryview(whole), 0
+                while done < len(whole):  # pread: the sender's writes moved the shared offset
+                    got = os.preadv(fds[0], [view[done:]], done)
+                    if not got:
+                        raise EOFError(f"a clip's memfd holds {done} of {len(whole)} bytes")
+                    done += got
+            finally:
+                os.close(fds[0])
+            if spilled:
+                body = bytes(whole[:spilled])
+            tensors = _views(whole, spilled, sizes)
+        return _loads(body, tensors)
+
+    def close(self) -> None:
+        self._tx.close()
+        self._rx.close()
+
+
+def _memfd(parts: list[Any]) -> int:
+    """A memfd holding `parts` one after another, at offset 0."""
+    fd = os.memfd_create("snactok-clip", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb", buffering=0) as f:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    view = view[f.write(view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Pickler(pickle.Pickler):
+    """A pickle whose tensors stay out of band, in `buffers`, by index."""
+
+    def __init__(self, file: Any, buffers: list[Any]):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.buffers = buffers
+
+    def persistent_id(self, obj: Any) -> Any:
+        import torch
+
+        if not isinstance(obj, torch.Tensor):
+            return None
+        tensor = obj.detach().cpu().contiguous()
+        self.buffers.append(tensor)
+        return (len(self.buffers) - 1, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, tensors: list[Any]):
+        super().__init__(file)
+        self.tensors = tensors
+
+    def persistent_load(self, pid: Any) -> Any:
+        import torch
+
+        index, dtype, shape = pid
+        return self.tensors[index].view(getattr(torch, dtype)).reshape(shape)
+
+
+def _dumps(obj: Any, buffers: list[Any]) -> bytes:
+    out = io.BytesIO()
+    _Pickler(out, buffers).dump(obj)
+    return out.getvalue()
+
+
+def _loads(body: bytes, tensors: list[Any]) -> Any:
+    return _Unpickler(io.BytesIO(body), tensors).load()
+
+
+def _views(whole: bytearray, start: int, sizes: list[int]) -> list[Any]:
+    """uint8 tensors over each buffer's bytes in `whole` (no copy)."""
+    import torch
+
+    views, offset = [], start
+    for size in sizes:
+        views.append(
+            torch.frombuffer(whole, dtype=torch.uint8, count=size, offset=offset)
+            if size
+            else torch.empty(0, dtype=torch.uint8)
+        )
+        offset += size
+    return views
+
+
+_HEADER = struct.Struct("<Q")  # a frame: payload bytes, then the payload (a pickle)
+
+
+class Outbox:
+    """A child's end of its pipe to the main process.
+
+    A thread writes the frames, so a child never waits while the main process is busy (committing
+    a shard, say). The message is pickled at `send`, so later changes to its arrays cannot reach
+    it. `close` waits until everything is written, or until the main process is gone.
+    """
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+
+    def send(self, msg: tuple) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name="snactok-outbox", daemon=True)
+            self._writer.start()
+        self._frames.put(_HEADER.pack(len(data)) + data)
+
+    def _write(self) -> None:
+        while (frame := self._frames.get()) is not None:
+            view = memoryview(frame)
+            try:
+                if armed("sending"):  # a test stops the child with half a frame sent
+                    self._write_all(view[: len(view) // 2])
+                    reached("sending")
+                    view = view[len(view) // 2 :]
+                self._write_all(view)
+            except OSError:  # the main process is gone; nobody is left to read
+                return
+
+    def _write_all(self, view: memoryview) -> None:
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._frames.put(None)
+            self._writer.join()
+        os.close(self._fd)
+
+    def __reduce__(self) -> tuple:
+        return _rebuild_outbox, (DupFd(self._fd),)
+
+
+def _rebuild_outbox(dup: Any) -> Outbox:
+    return Outbox(dup.detach())
+
+
+class Inbox:
+    """The main process's ends of the children's pipes. `poll` never blocks past its timeout:
+    it reads what is there and returns the whole messages."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._buffers: dict[str, bytearray] = {}
+        self.cut: dict[str, tuple[int, int | None]] = {}  # closed mid-frame: (bytes got, frame size)
+        self.closed: set[str] = set()
+
+    def outbox_for(self, name: str) -> tuple[Outbox, int]:
+        """A new pipe for child `name`: its Outbox, and the write end to close here once the child
+        has started (else its death would never look like the end of the pipe)."""
+        r, w = os.pipe()
+        self._selector.register(r, selectors.EVENT_READ, name)
+        self._buffers[name] = bytearray()
+        return Outbox(w), w
+
+    def poll(self, timeout: float) -> list[tuple[str, tuple]]:
+        """(child name, message) for each whole message that arrived within `timeout` seconds."""
+        got = []
+        if not self._selector.get_map():
+            time.sleep(timeout)
+            return got
+        for key, _ in self._selector.select(timeout):
+            name, buf = key.data, self._buffers[key.data]
+            chunk = os.read(key.fd, 2**20)
+            if not chunk:
+                self._close(key.fd, name)
+                continue
+            buf += chunk
+            got += [(name, msg) for msg in _frames(buf)]
+        return got
+
+    def _close(self, fd: int, name: str) -> None:
+        self._selector.unregister(fd)
+        os.close(fd)
+        self.closed.add(name)
+        buf = self._buffers.pop(name)
+        if buf:
+            size = _HEADER.unpack_from(buf)[0] + _HEADER.size if len(buf) >= _HEADER.size else None
+            self.cut[name] = (len(buf), size)
+
+    def close(self) -> None:
+        for key in list(self._selector.get_map().values()):
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+        self._selector.close()
+
+
+def _frames(buf: bytearray) -> list[tuple]:
+    """Take the whole frames off the front of `buf`."""
+    out, start = [], 0
+    while len(buf) - start >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buf, start)
+        end = start + _HEADER.size + size
+        if len(buf) < end:
+            break
+        out.append(pickle.loads(memoryview(buf)[start + _HEADER.size : end]))
+        start = end
+    del buf[:start]
+    return out
+
+
+class Phase(enum.IntEnum):
+    """What a child is doing, for the main process to name when it dies or stalls."""
+
+    STARTING = 0
+    LOADING = 1
+    COMPILING = 2
+    CHECKING = 3
+    WAITING = 4
+    ENCODING = 5
+    READING = 6
+    BUDGET = 7
+    IDLE = 8
+    FINISHING = 9
+
+    def doing(self, unit: str | None) -> str:
+        return {
+            Phase.STARTING: "while starting (importing its libraries)",
+            Phase.LOADING: "while loading its model",
+            Phase.COMPILING: "while compiling its encoder (runtime.compile)",
+            Phase.CHECKING: "during its start-up check against SNAC.encode",
+            Phase.WAITING: "while waiting for clips",
+            Phase.ENCODING: f"while encoding unit {unit}",
+            Phase.READING: f"while reading unit {unit}",
+            Phase.BUDGET: f"while waiting for room in runtime.queue_samples (reading unit {unit})",
+            Phase.IDLE: "while idle after its last row",
+            Phase.FINISHING: "while finishing",
+        }[self]
+
+
+# A device worker's phases before its first batch.
+START_UP = frozenset({Phase.STARTING, Phase.LOADING, Phase.COMPILING, Phase.CHECKING})
+# Phases in which a child works rather than waits for another process: a stall names these.
+BUSY = frozenset(
+    {Phase.STARTING, Phase.LOADING, Phase.COMPILING, Phase.CHECKING, Phase.ENCODING, Phase.READING}
+)
+
+
+class Board:
+    """Per child: its phase, the unit it works on (-1: none) and a count of steps it has made
+    (rows read, batches encoded), which the main process watches to tell slow from stuck."""
+
+    _FIELDS = 3
+
+    def __init__(self, ctx: Any, children: int):
+        self._cells = ctx.RawArray("q", self._FIELDS * children)
+        for slot in range(children):
+            self._cells[self._FIELDS * slot + 1] = -1
+
+    def enter(self, slot: int, phase: Phase, unit: int = -1) -> None:
+        """Set the child's phase; a change counts as a step."""
+        base = self._FIELDS * slot
+        if self._cells[base] == phase and self._cells[base + 1] == unit:
+            return
+        self._cells[base + 1] = unit
+        self._cells[base] = phase
+        self._cells[base + 2] += 1
+
+    def step(self, slot: int) -> None:
+        self._cells[self._FIELDS * slot + 2] += 1
+
+    def phase(self, slot: int) -> Phase:
+        return Phase(self._cells[self._FIELDS * slot])
+
+    def unit(self, slot: int) -> int:
+        return self._cells[self._FIELDS * slot + 1]
+
+    def steps(self, slot: int) -> int:
+        return self._cells[self._FIELDS * slot + 2]

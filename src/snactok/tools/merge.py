@@ -1,0 +1,259 @@
+"""Check and join the jobs of a split run (`runtime.num_jobs=N`): every unit of the dataset must be
+committed exactly once across the job dirs of a sweep.
+
+    report = check_sweep(Path("outputs/multirun/2026-11-24/10-00-00"))
+    merge_group(report.groups[0], out_dir)
+
+A sweep dir may hold several split runs (e.g. `-m dataset=a,b 'runtime.job_index=range(0,8)'`):
+jobs whose fingerprints agree except for `runtime.job_index` form one group, merged on its own.
+The merged dir is a run dir like any other (manifest.jsonl, rejects.jsonl, shards/ as hard links
+to the jobs' files), so scripts/publish.py, scripts/inspect_run.py and load_dataset read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snactok.inputs.sources import owner
+from snactok.output.formats import fsync_dir, sha256_file, write_atomic
+from snactok.output.resume import MANIFEST, REJECTS, SHARDS
+from snactok.tools.publish import Run, read_run, recorded_files
+
+log = logging.getLogger(__name__)
+
+MERGED = "merged"
+
+
+@dataclass
+class Group:
+    """The jobs of one split run, and what is wrong with them (empty lists: mergeable)."""
+
+    name: str  # <dataset>-<codec>
+    num_jobs: int
+    unit_names: list[str]
+    jobs: list[Run]
+    missing: dict[int, list[int]] = field(default_factory=dict)  # job_index -> units not committed
+    duplicates: dict[int, list[Run]] = field(default_factory=dict)  # unit -> the runs holding it
+    misplaced: list[str] = field(default_factory=list)  # units a job does not own, bad files
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicates or self.misplaced)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One shard record per unit, by unit index (only meaningful when `ok`)."""
+        return sorted((r for job in self.jobs for r in job.shards), key=lambda r: r["unit"])
+
+
+def find_runs(sweep_dir: Path) -> list[Run]:
+    """Every run dir (a dir with manifest.jsonl) under `sweep_dir`, merged output left out."""
+    runs = []
+    for manifest in sorted(sweep_dir.rglob(MANIFEST)):
+        run_dir = manifest.parent
+        if MERGED in run_dir.relative_to(sweep_dir).parts:
+            continue
+        runs.append(read_run(run_dir))
+    return runs
+
+
+def check_sweep(sweep_dir: Path, verify: bool = False) -> list[Group]:
+    """Group the sweep's runs by split run and check each; `verify` hashes every file too."""
+    by_key: dict[str, list[Run]] = defaultdict(list)
+    for run in find_runs(sweep_dir):
+        fp = dict(run.header.get("fingerprint", {}))
+        fp.pop("runtime.job_index", None)
+        by_key[json.dumps(fp, sort_keys=True, default=str)].append(run)
+    groups = [_check_group(runs, verify) for runs in by_key.values()]
+    names = Counter(g.name for g in groups)
+    for i, g in enumerate(groups):  # same dataset and codec, other settings: keep both apart
+        if names[g.name] > 1:
+            g.name = f"{g.name}-{i}"
+    return groups
+
+
+def _check_group(runs: list[Run], verify: bool) -> Group:
+    first = runs[0].header
+    num_jobs = first["config"]["runtime"]["num_jobs"]
+    names = first.get("units", {}).get("names")
+    if names is None:
+        raise ValueError(f"{runs[0].dir}: its header lists no units (made before merge existed)")
+    group = Group(f"{first['dataset']}-{first['codec']}", num_jobs, names, runs)
+    holders: dict[int, list[Run]] = defaultdict(list)
+    for run in runs:
+        index = job_index(run)
+        for record in run.shards:
+            holders[record["unit"]].append(run)
+            if owner(record["unit"], num_jobs) != index:
+                group.misplaced.append(
+                    f"unit {record['unit']} is in {run.dir}, job {index}, but belongs to job "
+                    f"{owner(record['unit'], num_jobs)}"
+                )
+            group.misplaced += _file_problems(run, record, verify)
+    for unit in range(len(names)):
+        if not holders[unit]:
+            group.missing.setdefault(owner(unit, num_jobs), []).append(unit)
+        elif len(holders[unit]) > 1:
+            group.duplicates[unit] = holders[unit]
+    return group
+
+
+def job_index(run: Run) -> int:
+    return run.conf["runtime"]["job_index"]
+
+
+def _file_problems(run: Run, record: dict[str, Any], verify: bool) -> list[str]:
+    problems = []
+    for entry in recorded_files(record):
+        path = run.dir / entry["file"]
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != entry["bytes"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes, its record {entry['bytes']}")
+        elif verify and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{path} does not match its recorded sha256")
+    return problems
+
+
+def describe_problems(group: Group, sweep_dir: Path) -> str:
+    """What is missing or doubled, by unit index, with the command that redoes each job's part."""
+    lines = [f"{group.name}: {len(group.unit_names)} units over {group.num_jobs} jobs"]
+    if group.missing:
+        count = sum(len(v) for v in group.missing.values())
+        lines.append(f"  missing {count} unit(s):")
+        for index, units in sorted(group.missing.items()):
+            lines.append(f"    job {index}: units {_ranges(units)} ({_names(group, units)})")
+            lines.append(f"      redo: {redo_command(group, index, sweep_dir)}")
+    if group.duplicates:
+        lines.append(f"  committed more than once: {len(group.duplicates)} unit(s):")
+        for unit, runs in sorted(group.duplicates.items()):
+            same = len({r["sha256"] for run in runs for r in run.shards if r["unit"] == unit}) == 1
+            dirs = ", ".join(str(run.dir) for run in runs)
+            lines.append(
+                f"    unit {unit} ({group.unit_names[unit]}) in {dirs} "
+                f"({'identical bytes' if same else 'DIFFERENT bytes'})"
+            )
+        lines.append(
+            "    keep one dir per job_index: move the extra dir(s) out of the sweep dir "
+            f"(e.g. mv <dir> {sweep_dir}.extra/), then merge again"
+        )
+    for problem in group.misplaced[:20]:
+        lines.append(f"  {problem}")
+    return "\n".join(lines)
+
+
+def redo_command(group: Group, index: int, sweep_dir: Path) -> str:
+    """The encode.py command that finishes job `index`: its own overrides plus a resume of its dir,
+    or, for a job that left no dir, a sibling's overrides with this job_index and a new dir."""
+    run = next((r for r in group.jobs if job_index(r) == index), None)
+    template = run or group.jobs[0]
+    overrides = [
+        o
+        for o in _overrides(template.dir)
+        if not o.startswith(("runtime.resume=", "runtime.job_index=", "hydra.run.dir="))
+    ]
+    overrides.append(f"runtime.job_index={index}")
+    if run is not None:
+        overrides.append(f"runtime.resume={run.dir}")
+    else:
+        overrides.append(f"hydra.run.dir={sweep_dir / f'redo-{index}'}")
+    return "python encode.py " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    """The job's command-line overrides, as Hydra saved them (.hydra/overrides.yaml)."""
+    import yaml
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return list(yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+
+
+def _ranges(units: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    parts, start = [], None
+    for i, u in enumerate(units):
+        start = u if start is None else start
+        if i + 1 == len(units) or units[i + 1] != u + 1:
+            parts.append(str(u) if start == u else f"{start}-{u}")
+            start = None
+    return ", ".join(parts)
+
+
+def _names(group: Group, units: list[int]) -> str:
+    shown = [group.unit_names[u] for u in units[:3]]
+    return ", ".join(shown) + (f", ... {len(units) - 3} more" if len(units) > 3 else "")
+
+
+def merge_group(group: Group, out_dir: Path) -> Path:
+    """Write the merged run dir: shards/ as hard links (copies across file systems), one
+    manifest with a header, every shard record by unit and a summary, and the jobs' rejects."""
+    if not group.ok:
+        raise ValueError(f"{group.name} cannot be merged: units are missing, doubled or misplaced")
+    _clear_previous(out_dir)
+    (out_dir / SHARDS).mkdir(parents=True)
+    records = group.records()
+    for run in group.jobs:
+        for record in run.shards:
+            for entry in recorded_files(record):
+                _link(run.dir / entry["file"], out_dir / entry["file"])
+    fsync_dir(out_dir / SHARDS)
+    rejects = sorted(
+        (json.loads(line) for run in group.jobs for line in run.rejects.splitlines() if line.strip()),
+        key=lambda r: (r["unit"], r["row"]),
+    )
+    header = dict(group.jobs[0].header)
+    header["merged"] = {
+        "num_jobs": group.num_jobs,
+        "jobs": sorted(({"job_index": job_index(r), "dir": str(r.dir)} for r in group.jobs), key=str),
+    }
+    lines = [header, *records, _summary(group, records, rejects)]
+    _write_jsonl(out_dir / REJECTS, rejects)
+    _write_jsonl(out_dir / MANIFEST, lines)  # last: a merged dir with a manifest is complete
+    return out_dir
+
+
+def _clear_previous(out_dir: Path) -> None:
+    """Merging again replaces an earlier merge; any other non-empty dir is refused."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    manifest = out_dir / MANIFEST
+    header = json.loads(manifest.read_text().split("\n", 1)[0]) if manifest.is_file() else {}
+    if "merged" not in header:
+        raise ValueError(f"{out_dir} exists and is not an earlier merge; give another --out")
+    shutil.rmtree(out_dir)
+
+
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _summary(group: Group, records: list[dict], rejects: list[dict]) -> dict[str, Any]:
+    summaries = [r.summary for r in group.jobs if r.summary]
+    return {
+        "type": "summary",
+        "merged": True,
+        "units": len(records),
+        "rows_read": sum(r["rows_read"] for r in records),
+        "rows_written": sum(r["rows"] for r in records),
+        "rows_rejected": sum(r["rejected"] for r in records),
+        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "audio_seconds": round(sum(r["audio_seconds"] for r in records), 3),
+        "tokens": sum(sum(r["tokens_per_layer"]) for r in records),
+        "wall_seconds": max((s["wall_seconds"] for s in summaries), default=None),  # longest job
+        "random_weights": group.jobs[0].header.get("random_weights", False),
+    }
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    write_atomic(path, 2**20, lambda f: f.write(lines))
