@@ -58,7 +58,7 @@ def main() -> None:
         )
     from omegaconf import OmegaConf
 
-    from snactok.codec.encoder import random_weights_dir
+    from snactok.codec.weights import random_weights_dir
 
     data = Path(args.data).resolve() if args.data else speech_set(args.minutes, args.cache / "bench")
     conf = compose(args.codec, data)
@@ -267,7 +267,8 @@ def model_alone(
     autocast: str | None = None,
 ) -> tuple[dict, list[np.ndarray]]:
     """Pre-decoded clips through BatchEncoder, bucketed by padded length as a worker does."""
-    from snactok.codec.encoder import BatchEncoder, Weights, load_model, prepare_device
+    from snactok.codec.encoder import BatchEncoder, prepare_device
+    from snactok.codec.weights import Weights, load_model
     from snactok.engine.run import DEFAULT_BATCH_SAMPLES
 
     dev = prepare_device(device)
@@ -289,7 +290,7 @@ def model_alone(
 def encode_grouped(encoder, clips: list[torch.Tensor], order) -> list[np.ndarray]:
     """Each clip's tokens, the clips taken in `order` and grouped by padded length into batches
     of `encoder.batch_samples`, as a device worker groups them."""
-    from snactok.codec.encoder import padded_length
+    from snactok.codec.layout import padded_length
 
     buckets: dict[int, list[int]] = defaultdict(list)
     for i in order:

@@ -389,7 +389,7 @@ def render(r: dict, args: argparse.Namespace) -> str:
 
 
 def _arch(codec: str) -> dict:
-    from snactok.codec.encoder import checked_in_codecs
+    from snactok.codec.weights import checked_in_codecs
 
     return checked_in_codecs()[codec]
 

@@ -42,17 +42,8 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from snactok.codec.encoder import (
-        BatchEncoder,
-        Reference,
-        Weights,
-        calibration_audio,
-        load_model,
-        prepare_device,
-        probe_clips,
-        random_weights_dir,
-        self_check,
-    )
+    from snactok.codec.encoder import BatchEncoder, Reference, prepare_device, probe_clips, self_check
+    from snactok.codec.weights import Weights, calibration_audio, load_model, random_weights_dir
     from snactok.engine.run import DEFAULT_BATCH_SAMPLES
 
     arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)

@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import SPLIT_ARGS, assert_codes_spread, compose_cfg, run_cli
 
-from snactok.codec.encoder import (
-    arch_dict,
-    random_snac,
-    save_pretrained,
-    set_cpu_numerics,
-)
+from snactok.codec.encoder import set_cpu_numerics
+from snactok.codec.weights import arch_dict, random_snac, save_pretrained
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

@@ -16,9 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from snactok import register_configs
-from snactok.codec.encoder import (
-    calibration_audio,
-)
+from snactok.codec.weights import calibration_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,13 +20,8 @@ import torch
 from helpers import compose_cfg, run_cli
 from snac import SNAC
 
-from snactok.codec.encoder import (
-    arch_dict,
-    calibration_audio,
-    pad_multiple,
-    padded_length,
-    token_lengths,
-)
+from snactok.codec.layout import pad_multiple, padded_length, token_lengths
+from snactok.codec.weights import arch_dict, calibration_audio
 from snactok.inputs.audio import Resampler
 from snactok.output.formats import read_jsonl, read_shard
 

@@ -16,7 +16,8 @@ import pytest
 from helpers import compose_cfg, run_cli, run_rows, start_cli
 
 from snactok.codec.dryrun import pattern
-from snactok.codec.encoder import checked_in_codecs, padded_length, token_lengths
+from snactok.codec.layout import padded_length, token_lengths
+from snactok.codec.weights import checked_in_codecs
 from snactok.config.schema import check_config
 from snactok.engine.run import run
 from snactok.errors import ConfigError

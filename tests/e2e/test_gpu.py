@@ -8,17 +8,8 @@ import pytest
 import torch
 from helpers import compose_cfg
 
-from snactok.codec.encoder import (
-    BatchEncoder,
-    Reference,
-    Weights,
-    arch_dict,
-    calibration_audio,
-    load_model,
-    prepare_device,
-    probe_clips,
-    self_check,
-)
+from snactok.codec.encoder import BatchEncoder, Reference, prepare_device, probe_clips, self_check
+from snactok.codec.weights import Weights, arch_dict, calibration_audio, load_model
 
 pytestmark = [
     pytest.mark.gpu,

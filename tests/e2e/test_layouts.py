@@ -11,7 +11,8 @@ import datasets
 import pytest
 from helpers import ROOT, demo_rows, local_dataset, run_cli, run_rows
 
-from snactok.inputs.sources import open_sources, plan_units
+from snactok.inputs.sources import open_sources
+from snactok.inputs.units import plan_units
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,8 @@ import torchaudio.functional as AF
 from helpers import CODECS, ROOT, compose_cfg, run_cli, run_rows
 from snac import SNAC
 
-from snactok.codec.encoder import arch_dict, pad_multiple, random_snac, save_pretrained
+from snactok.codec.layout import pad_multiple
+from snactok.codec.weights import arch_dict, random_snac, save_pretrained
 
 pytestmark = pytest.mark.slow
 

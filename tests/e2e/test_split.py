@@ -14,7 +14,7 @@ import datasets
 import pytest
 from helpers import ROOT, SPLIT_ARGS, run_cli, run_rows
 
-from snactok.inputs.sources import Unit, job_units, owner
+from snactok.inputs.units import Unit, job_units, owner
 from snactok.tools.merge import _ranges
 
 

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from snactok.codec.encoder import Pending, Weights, pad_multiple, token_lengths
+from snactok.codec.encoder import Pending
+from snactok.codec.layout import pad_multiple, token_lengths
+from snactok.codec.weights import Weights
 
 WEIGHTS = Weights(kind="dry_run", name="none (runtime.dry_run: a stand-in for the model)")
 PATH = "dry_run"

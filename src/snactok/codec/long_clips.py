@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from snac import SNAC
 
-from snactok.codec.encoder import BatchEncoder, arch_dict, pad_multiple, padded_length
+from snactok.codec.encoder import BatchEncoder
+from snactok.codec.layout import pad_multiple, padded_length
+from snactok.codec.weights import arch_dict
 
 RF_RECIPE = 1  # bump when the measurement changes what it returns
 

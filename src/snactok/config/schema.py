@@ -127,6 +127,9 @@ class RuntimeConfig:
     # (snactok.codec.dryrun), batching as on CUDA. Measures what the pipeline can feed; its shards are
     # not data.
     dry_run: bool = False
+    # One device, no child processes: the readers run in threads of the main process and the
+    # device loop runs in it too, so a breakpoint (pdb, an IDE) stops in it. Same shards, slower.
+    inprocess: bool = False
     # Seconds of audio per encoder call, overlaps included; longer clips are encoded in overlapping
     # chunks, to bound memory. Exact only where the kernels' rounding does not depend on the
     # length (docs/reliability.md); the verifier reports it. null = never chunk.

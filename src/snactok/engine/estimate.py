@@ -15,7 +15,8 @@ from typing import Any
 
 from snactok.codec.layout import token_rates
 from snactok.engine.devices import usable_cores
-from snactok.inputs.sources import Source, Unit
+from snactok.inputs.sources import Source
+from snactok.inputs.units import Unit
 from snactok.monitor.progress import format_eta, format_hours
 from snactok.output.formats import FORMAT_SUFFIXES
 

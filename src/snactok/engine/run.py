@@ -29,16 +29,10 @@ import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
 from snactok.codec import dryrun
-from snactok.codec.encoder import (
-    CPU_THREADS,
-    RANDOM,
-    Weights,
-    pad_multiple,
-    random_weights_dir,
-    resolve_weights,
-    token_lengths,
-)
+from snactok.codec.encoder import CPU_THREADS
+from snactok.codec.layout import pad_multiple, token_lengths
 from snactok.codec.long_clips import overlap_for, receptive_field
+from snactok.codec.weights import RANDOM, Weights, random_weights_dir, resolve_weights
 from snactok.config.schema import check_config
 from snactok.engine.devices import default_readers, resolve_devices, usable_cores
 from snactok.engine.estimate import make_plan, remember_rate
@@ -55,15 +49,8 @@ from snactok.engine.workers import (
 from snactok.engine.writers import Writers
 from snactok.errors import ConfigError, PipelineError
 from snactok.inputs import mdc
-from snactok.inputs.sources import (
-    REPO_ROOT,
-    Source,
-    Unit,
-    arrow_type,
-    job_units,
-    open_sources,
-    plan_units,
-)
+from snactok.inputs.sources import REPO_ROOT, Source, arrow_type, open_sources
+from snactok.inputs.units import Unit, job_units, plan_units
 from snactok.monitor.progress import Progress
 from snactok.monitor.tracking import Tracker
 from snactok.output.formats import (

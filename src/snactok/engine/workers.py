@@ -33,16 +33,14 @@ from snactok.codec.encoder import (
     BatchEncoder,
     Pending,
     Reference,
-    Weights,
-    load_model,
-    pad_multiple,
-    padded_length,
     prepare_device,
     probe_clips,
     self_check,
     set_cpu_numerics,
 )
+from snactok.codec.layout import pad_multiple, padded_length
 from snactok.codec.long_clips import encode_in_parts, plan_parts
+from snactok.codec.weights import Weights, load_model
 from snactok.engine.hook import reached
 from snactok.engine.ipc import BlockCounter, Board, Budget, ClipChannel, Outbox, Phase, RunFlag
 from snactok.inputs.audio import Rejected, Resampler, check_audio, decode

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snactok.inputs.sources import owner
+from snactok.inputs.units import owner
 from snactok.output.formats import fsync_dir, sha256_file, write_atomic
 from snactok.output.resume import MANIFEST, REJECTS, SHARDS
 from snactok.tools.publish import Run, read_run, recorded_files

@@ -37,7 +37,7 @@ import soundfile as sf
 import torch
 from matplotlib.figure import Figure
 
-from snactok.codec.encoder import fold_weight_norm
+from snactok.codec.weights import fold_weight_norm
 from snactok.inputs.audio import Rejected, Resampler, decode
 from snactok.inputs.sources import resolve_path
 from snactok.output.formats import SHARD_SUFFIX, read_jsonl, read_shard, sha256_file
@@ -358,7 +358,7 @@ def load_decoder(header: dict[str, Any]) -> torch.nn.Module:
                 "(a Hub snapshot comes back with huggingface-cli download <repo> --revision "
                 "<commit>) or skip decoding with num_audio=0"
             )
-        from snactok.codec.encoder import arch_dict, random_snac
+        from snactok.codec.weights import arch_dict, random_snac
 
         seed = header["config"]["runtime"]["seed"]
         log.info("rebuilding the run's random weights (seed %d): %s is gone", seed, path)

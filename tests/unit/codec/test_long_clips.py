@@ -19,15 +19,8 @@ from helpers import CODECS, ROOT, compose_cfg
 from snac import SNAC
 
 from snactok.codec import long_clips as chunks
-from snactok.codec.encoder import (
-    BatchEncoder,
-    Weights,
-    arch_dict,
-    calibration_audio,
-    load_model,
-    pad_multiple,
-    padded_length,
-)
+from snactok.codec.encoder import BatchEncoder
+from snactok.codec.layout import pad_multiple, padded_length
 from snactok.codec.long_clips import (
     Part,
     frames_in_parts,
@@ -36,6 +29,7 @@ from snactok.codec.long_clips import (
     plan_parts,
     receptive_field,
 )
+from snactok.codec.weights import Weights, arch_dict, calibration_audio, load_model
 from snactok.inputs.audio import Resampler, decode
 
 # Clip and chunk sizes, in pad units (minus a few samples, so the clip is not a multiple of the pad

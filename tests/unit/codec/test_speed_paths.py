@@ -16,17 +16,8 @@ from snac.layers import Snake1d
 from torch import nn
 
 from snactok.codec.compiled import make_exact_for_compile, remember_isa_probes
-from snactok.codec.encoder import (
-    BatchEncoder,
-    Reference,
-    Weights,
-    arch_dict,
-    calibration_audio,
-    load_model,
-    probe_clips,
-    random_weights_dir,
-    self_check,
-)
+from snactok.codec.encoder import BatchEncoder, Reference, probe_clips, self_check
+from snactok.codec.weights import Weights, arch_dict, calibration_audio, load_model, random_weights_dir
 from snactok.engine.ipc import Budget
 from snactok.engine.workers import Clip, DeviceLoop, DevicePlan, startup_check
 

@@ -15,7 +15,8 @@ from helpers import ROOT, compose_cfg, demo_rows
 
 from snactok.errors import ConfigError
 from snactok.inputs.audio import Rejected, Resampler, check_audio, decode
-from snactok.inputs.sources import open_sources, plan_units
+from snactok.inputs.sources import open_sources
+from snactok.inputs.units import plan_units
 from snactok.output.formats import format_row, write_shard
 
 

@@ -31,7 +31,7 @@ from huggingface_hub import HfApi, RepoUrl
 from huggingface_hub.hf_api import DatasetInfo
 from huggingface_hub.utils import filter_repo_objects
 
-from snactok.codec.encoder import pad_multiple, padded_length, token_lengths
+from snactok.codec.layout import pad_multiple, padded_length, token_lengths
 from snactok.output.formats import Columns, JsonlLog, Row, read_shard, sha256_file, write_unit
 from snactok.tools.publish import PublishError, publish, stage
 
