@@ -12,9 +12,10 @@ from helpers import CODECS, compose_cfg, populate_hf_cache
 from huggingface_hub import constants as hf_constants
 from snac import SNAC
 
-from snactok.codec.encoder import BatchEncoder, ConfigError
+from snactok.codec.encoder import BatchEncoder
 from snactok.codec.layout import pad_multiple, padded_length, token_lengths
 from snactok.codec.weights import arch_dict, calibration_audio, load_model, resolve_weights
+from snactok.errors import ConfigError
 
 PAD = {"snac_24khz": 2048, "snac_32khz": 12288, "snac_44khz": 12288}
 ONE_SECOND_TOKENS = {
