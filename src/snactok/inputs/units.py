@@ -1,4 +1,10 @@
-"""The work plan: a dataset's rows cut into units (one shard each), and which job owns a unit."""
+"""The work plan: a dataset's rows cut into units, and which job of a multi-job run owns a unit.
+
+A unit becomes exactly one shard. It is a fixed range of `lines_per_file` input rows of one source,
+or with `dataset.streaming=true` one input shard of the source's IterableDataset (a data file, or a
+Parquet row group with `dataset.reshard=true`): rows are then read as they stream, never downloaded
+as a whole.
+"""
 
 from __future__ import annotations
 
