@@ -22,7 +22,7 @@ import pytest
 from helpers import ROOT, common_voice_language, compose_cfg, run_cli, run_rows
 from omegaconf import OmegaConf
 
-from snactok.config.schema import check_config
+from snactok.config.checks import check_config
 from snactok.errors import ConfigError
 from snactok.inputs.mdc import dataset_path, fetch
 
