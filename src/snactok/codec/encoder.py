@@ -1,4 +1,6 @@
-"""The SNAC model: resolving and loading weights, calibrated random weights, and encoding.
+"""Encoding with a loaded SNAC: the device's numerics, the reference, the batched fast path and
+the start-up check that holds one to the other. (Where weights come from and how they are loaded:
+`codec/weights.py`; the token and padding arithmetic: `codec/layout.py`.)
 
 The reference for every token is single-clip `SNAC.encode` with torch's default backends
 (`Reference`). The fast path (`BatchEncoder`) groups clips of one padded length: SNAC right-pads

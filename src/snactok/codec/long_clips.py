@@ -2,7 +2,7 @@
 
 SNAC's encoder is local: convolutions with zero "same" padding, strided downsampling, and at 32 and
 44.1 kHz attention over non-overlapping windows aligned to frame 0. A part that starts and ends on a
-pad unit (`codec.pad_multiple`) therefore sees the same stride phases, attention windows and
+pad unit (`codec.layout.pad_multiple`) therefore sees the same stride phases, attention windows and
 quantizer pooling as the whole clip, and the encoder frames it keeps equal the whole clip's as long
 as the part reaches past them by the encoder's receptive field, up to rounding. The field is measured
 here with autograd, not written down: it is one attention window plus the convolutions' reach at

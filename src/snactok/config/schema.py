@@ -183,8 +183,8 @@ class RuntimeConfig:
     # Seconds between progress lines when stdout is not a terminal.
     progress_interval: float = 5.0
     # Kept for old command lines; it does not change encoding. CPU tokens are always computed with
-    # codec.CPU_THREADS (2) torch threads, since oneDNN rounds differently at other counts. For
-    # more cores, add CPU workers: devices=[cpu,cpu,...].
+    # snactok.codec.encoder.CPU_THREADS (2) torch threads, since oneDNN rounds differently at other
+    # counts. For more cores, add CPU workers: devices=[cpu,cpu,...].
     cpu_threads: int | None = None
     seed: int = 0
 
