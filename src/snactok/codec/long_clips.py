@@ -61,9 +61,8 @@ def receptive_field(arch: Any, cache_dir: Path | None = None) -> tuple[int, int]
     """Samples left of a pad-unit block's start and right of its end that its latent frames read.
 
     Measured on a randomly initialised encoder: only the structure decides which inputs a frame
-    reads. It costs ~1 s at 24 kHz and ~2.5-3.5 s at 32/44.1 kHz on 2 idle CPU cores (many times
-    that on a busy machine), so with `cache_dir` the answer is kept on disk, keyed by the arch and
-    the snac version.
+    reads. It takes seconds (measured in docs/reliability.md, "Long audio: chunks"), so with `cache_dir`
+    the answer is kept on disk, keyed by the arch and the snac version.
     """
     arch = arch_dict(arch)
     path = _cache_path(arch, cache_dir) if cache_dir is not None else None

@@ -126,14 +126,16 @@ class RuntimeConfig:
     # `auto` = every visible CUDA GPU, else one CPU worker. Or e.g. [cuda:0, cuda:1] / [cpu, cpu].
     devices: list[str] = field(default_factory=lambda: ["auto"])
     # Decode + resample processes; null = by device: 1 per CPU worker, 4 per GPU (at most the
-    # cores left). What a reader costs per input kind: docs/performance.md (make ceiling).
+    # cores left). What a reader costs per input kind: docs/performance.md (make ceiling); the
+    # cores per GPU that implies: docs/scale.md.
     num_readers: int | None = None
     # Samples (at the codec rate) decoded but not yet encoded, across all queues and batches.
     queue_samples: int = 64 * 2**20
     # Samples (at the codec rate, padded) in one encoder batch; null = by device: one clip on CPU
     # (batching measured slower there), 2**21 on CUDA.
     batch_samples: int | None = None
-    # torch.compile the encoder (same tokens; ~20-60 s per process on first use, then cached).
+    # torch.compile the encoder (same tokens, checked at start). The first run compiles in each
+    # process, later runs load the kernels from cache_dir: docs/performance.md has both times.
     compile: bool = True
     # Kept across runs: compiled kernels (inductor/) and built random weights (random_weights/).
     cache_dir: str = "~/.cache/snactok"
@@ -202,7 +204,7 @@ class OutputConfig:
     flatten: Flatten | None = None
     # Processes that format, compress and write committed units (snactok.engine.writers); 0 = the main
     # process does it. Same bytes either way. For many GPUs a node: gzip alone caps the main
-    # process near 14M tokens/s (docs/performance.md).
+    # process (docs/performance.md, "Main-process capacity").
     writers: int = 0
 
 

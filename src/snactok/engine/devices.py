@@ -70,9 +70,9 @@ def usable_cores() -> int:
 def default_readers(devices: list[str], cores: int) -> int:
     """runtime.num_readers=null: one reader per CPU worker, four per GPU, within the cores left.
 
-    One reader keeps up with a CPU worker (~10x real time) with room to spare; more only compete
-    with the encoder for cores. For a GPU, four readers cover 16 kHz FLAC at the planned ~2,500x
-    real time, not MP3 or Opus (docs/scale.md gives cores per GPU per input kind, from make
+    One reader keeps up with a CPU worker with room to spare (docs/performance.md); more only
+    compete with the encoder for cores. For a GPU, four readers cover 16 kHz FLAC at the planned
+    per-GPU rate, not MP3 or Opus (docs/scale.md gives cores per GPU per input kind, from make
     ceiling); a dry run and `runtime.plan=true` say when the readers bound a run.
     """
     gpus = sum(d != "cpu" for d in devices)
