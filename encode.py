@@ -21,8 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from snactok import register_configs
-from snactok.config.schema import refuse_secret_overrides
-from snactok.engine.run import Interrupted, run
+from snactok.config.checks import refuse_secret_overrides
+from snactok.engine.run import run
+from snactok.engine.signals import Interrupted
 from snactok.errors import ConfigError, PipelineError
 
 log = logging.getLogger("encode")

@@ -48,7 +48,7 @@ def main() -> None:
     args = parse_args()
     if args.original_only:
         return original_method_job(Path(args.original_only))
-    from snactok.engine.run import MALLOC_TUNABLES
+    from snactok.engine.signals import MALLOC_TUNABLES
 
     if "GLIBC_TUNABLES" not in os.environ:  # what encode.py gives its workers; here for all of us
         os.execve(
@@ -269,7 +269,7 @@ def model_alone(
     """Pre-decoded clips through BatchEncoder, bucketed by padded length as a worker does."""
     from snactok.codec.encoder import BatchEncoder, prepare_device
     from snactok.codec.weights import Weights, load_model
-    from snactok.engine.run import DEFAULT_BATCH_SAMPLES
+    from snactok.engine.launch import DEFAULT_BATCH_SAMPLES
 
     dev = prepare_device(device)
     model = load_model(Weights("random", "random", str(weights)), arch)

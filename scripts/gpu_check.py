@@ -44,7 +44,7 @@ def main() -> None:
 
     from snactok.codec.encoder import BatchEncoder, Reference, prepare_device, probe_clips, self_check
     from snactok.codec.weights import Weights, calibration_audio, load_model, random_weights_dir
-    from snactok.engine.run import DEFAULT_BATCH_SAMPLES
+    from snactok.engine.launch import DEFAULT_BATCH_SAMPLES
 
     arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)
     wdir = (

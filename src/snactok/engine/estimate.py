@@ -18,7 +18,7 @@ from snactok.engine.devices import usable_cores
 from snactok.inputs.sources import Source
 from snactok.inputs.units import Unit
 from snactok.monitor.progress import format_eta, format_hours
-from snactok.output.formats import FORMAT_SUFFIXES
+from snactok.output.rundir import FORMAT_SUFFIXES
 
 log = logging.getLogger(__name__)
 

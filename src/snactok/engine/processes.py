@@ -13,11 +13,11 @@ import multiprocessing.process
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from snactok.engine.ipc import BUSY, START_UP, Board, Inbox, Phase
+from snactok.engine.signals import child_env
 from snactok.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Supervisor:
         try:
             for child in self.children:
                 try:
-                    with _env(child.env):
+                    with child_env(child.env):
                         child.process.start()
                 except OSError as err:  # it died before it read what it was given
                     self.check()
@@ -179,15 +179,3 @@ def describe_exit(exitcode: int) -> str:
         "SIGBUS": " (a crash in native code, or a full /dev/shm)",
     }.get(name, "")
     return f"was killed by {name}{why}"
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    """A child started inside inherits `values`, except those the user has set."""
-    added = {k: v for k, v in values.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            del os.environ[key]

@@ -18,8 +18,10 @@ from torch import nn
 from snactok.codec.compiled import make_exact_for_compile, remember_isa_probes
 from snactok.codec.encoder import BatchEncoder, Reference, probe_clips, self_check
 from snactok.codec.weights import Weights, arch_dict, calibration_audio, load_model, random_weights_dir
+from snactok.engine.device import DeviceLoop, DevicePlan, startup_check
 from snactok.engine.ipc import Budget
-from snactok.engine.workers import Clip, DeviceLoop, DevicePlan, startup_check
+from snactok.engine.messages import Batch, Reject, Warn
+from snactok.engine.reader import Clip
 
 
 def _arch(codec="snac_24khz"):
@@ -107,15 +109,15 @@ def test_out_of_memory_halves_the_batch_and_loses_no_clip(weights_dir):
     loop.buckets[2048] = list(clips)
     loop.flush(2048)
     loop.drain()
-    batches = [m for m in results if m[0] == "batch"]
-    assert [len(m[2]) for m in batches] == [2, 2, 2, 1]  # 7 clips: OOM at 7, then at 4, 2 fit
-    assert sorted(k[1] for m in batches for k in m[2]) == list(range(7))
+    batches = [m for m in results if isinstance(m, Batch)]
+    assert [len(m.keys) for m in batches] == [2, 2, 2, 1]  # 7 clips: OOM at 7, then at 4, 2 fit
+    assert sorted(k[1] for m in batches for k in m.keys) == list(range(7))
     assert loop.batch_samples == 2 * 2048 and budget.held == 0
-    warnings = [m[1] for m in results if m[0] == "warning"]
+    warnings = [m.text for m in results if isinstance(m, Warn)]
     assert len(warnings) == 2 and "out of memory at 7 clips" in warnings[0]
     reference = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
     for m in batches:
-        for (_, row, _), codes in zip(m[2], m[3], strict=True):
+        for (_, row, _), codes in zip(m.keys, m.codes, strict=True):
             one = reference.staging(1, 2048)
             one[0, :2000] = clips[row].wave
             np.testing.assert_array_equal(codes, reference.encode(one)[0])
@@ -138,7 +140,7 @@ def test_a_clip_too_big_for_the_device_alone_is_rejected_not_lost(weights_dir):
     loop.buckets[2048] = [clip]
     loop.flush(2048)
     (reject,) = results
-    assert reject[:5] == ("reject", 3, 17, "long.wav", "out_of_memory")
+    assert (reject.unit, reject.row, reject.id, reject.reason) == (3, 17, "long.wav", "out_of_memory")
     assert budget.held == 0
 
 
@@ -207,7 +209,7 @@ def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_di
     speech = calibration_audio(24000, seconds=8.0).reshape(-1)[:60000]
     roomy = BatchEncoder(load_model(weights, arch), torch.device("cpu"), arch)
     expected = encode_in_parts(roomy, speech, plan_parts(60000, 2048, 22528, 6144), max_batch=3)
-    for fits, outcome in ((1, "batch"), (0, "reject")):
+    for fits, outcome in ((1, Batch), (0, Reject)):
         encoder = _SmallDevice(load_model(weights, arch), torch.device("cpu"), arch)
         encoder.fits = fits
         clip = Clip(1, 5, {"id": "long.wav", "duration": 2.5}, speech)
@@ -221,12 +223,17 @@ def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_di
         loop = DeviceLoop(plan, encoder, results, budget, [0.0] * 3)
         loop.encode_long(clip)
         (message,) = results
-        assert message[0] == outcome and budget.held == 0
-        if outcome == "batch":
-            assert message[2][0][:2] == (1, 5) and message[4] == 61440
-            np.testing.assert_array_equal(message[3][0], expected)
+        assert isinstance(message, outcome) and budget.held == 0
+        if outcome is Batch:
+            assert message.keys[0][:2] == (1, 5) and message.length == 61440
+            np.testing.assert_array_equal(message.codes[0], expected)
         else:
-            assert message[1:5] == (1, 5, "long.wav", "out_of_memory")
+            assert (message.unit, message.row, message.id, message.reason) == (
+                1,
+                5,
+                "long.wav",
+                "out_of_memory",
+            )
 
 
 class _OffByOneUlp(BatchEncoder):
@@ -275,7 +282,7 @@ def test_a_fast_path_that_rounds_differently_falls_back_to_the_exact_path(weight
 
 
 def test_verify_sample_is_about_the_fraction_and_depends_only_on_the_row():
-    from snactok.engine.workers import chosen_for_verify
+    from snactok.engine.reader import chosen_for_verify
 
     picks = [r for r in range(100_000) if chosen_for_verify(0, r, 0.01)]
     assert 800 < len(picks) < 1200
@@ -290,7 +297,7 @@ def test_verify_sample_is_about_the_fraction_and_depends_only_on_the_row():
 def test_verify_reports_what_differs_and_the_last_log_line_names_the_rows(weights_dir, caplog):
     """The worker's check against a reference of other weights (a stand-in for a device that
     rounds its own way) counts the differing tokens; the run's last word is then a warning."""
-    from snactok.engine.run import log_verification
+    from snactok.engine.summary import log_verification
 
     arch = _arch()
     path = str(weights_dir("snac_24khz"))

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from snactok.engine.run import Interrupted, _stop_on_signals
+from snactok.engine.signals import Interrupted, stop_on_signals
 from snactok.errors import ConfigError
-from snactok.inputs.sources import hub_dataset_commit
+from snactok.inputs.layouts import hub_dataset_commit
 from snactok.output.resume import differences, repair_jsonl
 
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -65,7 +65,7 @@ def test_a_hub_dataset_revision_resolves_to_its_commit_from_the_cache(tmp_path, 
 def test_sigterm_stops_the_run_unless_a_handler_was_already_there():
     """Plain runs stop on SIGTERM; under submitit, whose handler is installed first, that handler
     decides (it requeues and exits) and is called instead."""
-    with pytest.raises(Interrupted) as stopped, _stop_on_signals():
+    with pytest.raises(Interrupted) as stopped, stop_on_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises at once
     assert stopped.value.signum == signal.SIGTERM
@@ -73,7 +73,7 @@ def test_sigterm_stops_the_run_unless_a_handler_was_already_there():
     seen = []
     before = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
     try:
-        with _stop_on_signals():
+        with stop_on_signals():
             os.kill(os.getpid(), signal.SIGUSR2)
             time.sleep(0.1)
         assert seen == [signal.SIGUSR2]

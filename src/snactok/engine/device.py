@@ -1,27 +1,16 @@
-"""The two kinds of child process: readers (decode + resample) and device workers (batch + encode).
+"""Device workers: bucket clips by padded length, encode full buckets, send tokens back.
 
-Readers take blocks of rows from a shared counter, so every reader stays busy even on one unit.
-Clips travel to the device workers as float32 tensors in shared memory. A sample budget bounds
-what is decoded but not yet encoded. A worker groups clips of one padded length, checks its fast
-path against single-clip `SNAC.encode` before the first batch (`startup_check`), and encodes a
-deterministic sample of rows again by that reference method (`chosen_for_verify`).
-
-Everything between processes goes through `snactok.engine.ipc`, where no death can wedge another
-process, and each child keeps its phase on the `Board`, for the main process to name.
+A worker checks its fast path against single-clip `SNAC.encode` before the first batch
+(`startup_check`), and encodes the rows readers marked for verification again by that reference
+method. Everything between processes goes through `snactok.engine.ipc`, where no death can wedge
+another process, and the worker keeps its phase on the `Board`, for the main process to name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import multiprocessing
 import os
-import resource
-import signal
 import time
-import traceback
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,155 +25,17 @@ from snactok.codec.encoder import (
     prepare_device,
     probe_clips,
     self_check,
-    set_cpu_numerics,
 )
 from snactok.codec.layout import pad_multiple, padded_length
 from snactok.codec.long_clips import encode_in_parts, plan_parts
 from snactok.codec.weights import Weights, load_model
+from snactok.engine.child import POLL_SECONDS, child_setup, peak_rss_mb, reporting
 from snactok.engine.hook import reached
-from snactok.engine.ipc import BlockCounter, Board, Budget, ClipChannel, Outbox, Phase, RunFlag
-from snactok.inputs.audio import Rejected, Resampler, check_audio, decode
+from snactok.engine.ipc import Board, Budget, ClipChannel, Outbox, Phase, RunFlag
+from snactok.engine.messages import Batch, Note, PeakRss, Reject, Warn, WorkerDone, WorkerReady
+from snactok.engine.reader import Clip
 
-POLL_SECONDS = 0.5
 IDLE_FLUSH_SECONDS = 0.05
-
-
-@dataclass
-class Clip:
-    unit: int  # index into the run's unit list
-    row: int  # row index within the source
-    meta: dict[str, Any]  # id, text, speaker, duration
-    wave: torch.Tensor  # mono float32 at the codec rate, in shared memory once queued
-    verify: bool = False  # encode it again with the reference method and compare
-
-    @property
-    def samples(self) -> int:
-        return self.wave.shape[0]
-
-
-def chosen_for_verify(source: int, row: int, fraction: float) -> bool:
-    """The deterministic sample `runtime.verify_fraction` picks: by source and row index only, so
-    a resumed or re-split run checks the same rows. A multiplicative hash spreads the picks
-    evenly through the data (every 100th row would beat with periodic datasets)."""
-    if fraction <= 0:
-        return False
-    h = ((row + 1) * 0x9E3779B1 + source * 0x85EBCA77) & 0xFFFFFFFF
-    return h < fraction * 2**32
-
-
-@dataclass
-class ReaderPlan:
-    rank: int
-    slot: int  # its row on the Board
-    sources: list  # list[Source]
-    # (unit index, source index, start row, stop row, input shard): pipeline.read_blocks
-    blocks: list[tuple[int, int, Any, Any, Any]]
-    sample_rate: int
-    min_samples: int
-    max_duration: float | None
-    verify_fraction: float = 0.0
-
-
-def reader_main(
-    plan: ReaderPlan,
-    next_block: BlockCounter,
-    work: ClipChannel,
-    outbox: Outbox,
-    budget: Budget,
-    flag: RunFlag,
-    stats: Any,
-    board: Board,
-) -> None:
-    """Decode rows block by block; send clips to the workers and rejects to the main process."""
-    _child_setup()
-    with _reporting(outbox):
-        reached("starting")
-        resample = Resampler(plan.sample_rate)
-        while flag.running:
-            k = next_block.take()
-            if k >= len(plan.blocks):
-                break
-            unit, src_index, start, stop_row, shard = plan.blocks[k]
-            board.enter(plan.slot, Phase.READING, unit)
-            rows = 0
-            for index, row in plan.sources[src_index].read(start, stop_row, shard):
-                rows += 1
-                clip = _read_row(row, unit, src_index, index, plan, resample, outbox)
-                board.step(plan.slot)
-                if clip is None:
-                    continue
-                if not budget.fits(clip.samples):
-                    board.enter(plan.slot, Phase.BUDGET, unit)
-                    reached("budget")
-                    if not budget.wait_for(clip.samples, flag):
-                        return
-                    board.enter(plan.slot, Phase.READING, unit)
-                budget.take(plan.rank, clip.samples)
-                if not work.put(clip, flag):
-                    return
-                stats[2 * plan.rank] += 1
-                stats[2 * plan.rank + 1] += clip.meta["duration"]
-                reached("reading")
-            if shard is not None:  # a streamed shard's row count is known only now
-                outbox.send(("unit_read", unit, rows))
-        board.enter(plan.slot, Phase.IDLE)
-        outbox.send(("peak_rss", f"reader {plan.rank}", peak_rss_mb()))
-        reached("idle")
-        # Queued tensors are shared by file descriptor, served by this process: stay alive until
-        # every row is done.
-        while flag.running:
-            time.sleep(POLL_SECONDS / 5)
-
-
-@contextlib.contextmanager
-def _reporting(outbox: Outbox) -> Iterator[None]:
-    """A child's body: an exception goes to the main process as its traceback, and every message
-    is written before the child exits."""
-    try:
-        yield
-    except Exception:
-        outbox.send(("error", traceback.format_exc()))
-        raise
-    finally:
-        outbox.close()
-
-
-def _read_row(
-    row: dict,
-    unit: int,
-    source: int,
-    index: int,
-    plan: ReaderPlan,
-    resample: Resampler,
-    outbox: Outbox,
-) -> Clip | None:
-    try:
-        text = row["text"]
-        if not isinstance(text, str):
-            raise Rejected("bad_text", f"text is {type(text).__name__}, not a string")
-        audio, rate = decode(row["audio"])
-        check_audio(audio, rate, plan.min_samples, plan.max_duration)
-        wave = resample(audio, rate)
-    except Rejected as rej:
-        outbox.send(("reject", unit, index, _row_id(row), rej.reason, rej.detail))
-        return None
-    speaker = row["speaker"]
-    meta = {
-        "id": _row_id(row),
-        "text": text,
-        "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
-        "duration": round(audio.shape[0] / rate, 6),
-        "read_at": time.monotonic(),  # system-wide clock: the main process times the commit by it
-    }
-    if "keep" in row:
-        meta["keep"] = row["keep"]
-    verify = chosen_for_verify(source, index, plan.verify_fraction)
-    return Clip(unit, index, meta, wave, verify)
-
-
-def _row_id(row: dict) -> Any:
-    rid = row["id"]
-    return rid if isinstance(rid, int | str) else str(rid)
 
 
 @dataclass
@@ -204,6 +55,10 @@ class DevicePlan:
     overlap_samples: int = 0  # context each side of a part's kept span (snactok.codec.long_clips)
     dry_run: bool = False  # no model: snactok.codec.dryrun's stand-in returns the tokens
 
+    @property
+    def name(self) -> str:
+        return f"device worker {self.rank} ({self.device})"
+
 
 def device_main(
     plan: DevicePlan,
@@ -214,26 +69,38 @@ def device_main(
     stats: Any,
     board: Board,
 ) -> None:
-    """Pull clips, bucket them by padded length, encode full buckets, send tokens back."""
-    _child_setup()
+    """A device worker process: encode until the main process says every row is done."""
+    child_setup()
     board.enter(plan.rank, Phase.LOADING)
-    name = f"device worker {plan.rank} ({plan.device})"
-    with _reporting(outbox):
-        reached("starting")
-        t0 = time.monotonic()
-        if plan.dry_run:
-            encoder, reference = DryEncoder(plan.arch, plan.batch_samples), None
-            check = {"passed": None, "path": encoder.path, "why": "a dry run: no model to check"}
-        else:
-            encoder, reference, check = _encoder(plan, board, outbox)
-        loop = DeviceLoop(plan, encoder, outbox, budget, stats, reference, board)
-        loop.report_fallback()
-        seconds = round(time.monotonic() - t0, 2)
-        outbox.send(("worker_ready", plan.rank, seconds, encoder.path, check))
+    with reporting(outbox):
+        loop = open_device(plan, outbox, budget, stats, board)
         loop.run(work, flag)
-        board.enter(plan.rank, Phase.FINISHING)
-        outbox.send(("peak_rss", name, peak_rss_mb()))
-        outbox.send(("worker_done", plan.rank, round(loop.verify_seconds, 3)))
+        close_device(loop)
+
+
+def open_device(
+    plan: DevicePlan, outbox: Outbox, budget: Budget, stats: Any, board: Board
+) -> DeviceLoop:
+    """Load (and compile, and check) the encoder, and tell the main process it is ready."""
+    reached("starting")
+    t0 = time.monotonic()
+    if plan.dry_run:
+        encoder, reference = DryEncoder(plan.arch, plan.batch_samples), None
+        check = {"passed": None, "path": encoder.path, "why": "a dry run: no model to check"}
+    else:
+        encoder, reference, check = _encoder(plan, board, outbox)
+    loop = DeviceLoop(plan, encoder, outbox, budget, stats, reference, board)
+    loop.report_fallback()
+    seconds = round(time.monotonic() - t0, 2)
+    outbox.send(WorkerReady(plan.rank, seconds, encoder.path, check))
+    return loop
+
+
+def close_device(loop: DeviceLoop) -> None:
+    """Tell the main process this worker is done, with its peak memory and verify time."""
+    loop.board.enter(loop.plan.rank, Phase.FINISHING)
+    loop.outbox.send(PeakRss(loop.plan.name, peak_rss_mb()))
+    loop.outbox.send(WorkerDone(loop.plan.rank, round(loop.verify_seconds, 3)))
 
 
 def _encoder(
@@ -253,7 +120,7 @@ def _encoder(
     encoder = BatchEncoder(model, device, plan.arch, plan.compile, plan.autocast, plan.batch_samples)
     if plan.compile:
         board.enter(plan.rank, Phase.COMPILING)
-        outbox.send(("note", compiling_note(cache)))
+        outbox.send(Note(compiling_note(cache)))
         reached("compiling")
     encoder.warm_up()
     board.enter(plan.rank, Phase.CHECKING)
@@ -300,8 +167,8 @@ class DeviceLoop:
     as out_of_memory. No clip is lost either way.
 
     A clip longer than chunk_samples is encoded on arrival in overlapping parts
-    (`snactok.codec.long_clips`), interior parts batched together; its tokens equal a whole-clip encode and
-    go back as one row.
+    (`snactok.codec.long_clips`), interior parts batched together; its tokens equal a whole-clip
+    encode and go back as one row.
     """
 
     def __init__(
@@ -331,21 +198,29 @@ class DeviceLoop:
     def run(self, work: ClipChannel, flag: RunFlag) -> None:
         """Until the main process says every row is done (or stop)."""
         while flag.running:
-            self._enter(Phase.WAITING)
-            clip = work.get(timeout=IDLE_FLUSH_SECONDS if self.held else POLL_SECONDS)
-            if clip is None:
-                if self.held:  # input is slow: encode what we have rather than idle
-                    self.flush(_fullest(self.buckets))
-                self.drain()
-                if self.stats[3 * self.plan.rank] and not self.held:  # between batches
-                    self._enter(Phase.WAITING)
-                    reached("waiting")
-                continue
-            chunk = self.plan.chunk_samples
-            if chunk is not None and padded_length(clip.samples, self.multiple) > chunk:
-                self.encode_long(clip)
-            else:
-                self.add(clip)
+            self.step(work)
+        self.finish()
+
+    def step(self, work: ClipChannel) -> None:
+        """Take the next clip (waiting up to half a second), or encode what is held if none came."""
+        self._enter(Phase.WAITING)
+        clip = work.get(timeout=IDLE_FLUSH_SECONDS if self.held else POLL_SECONDS)
+        if clip is None:
+            if self.held:  # input is slow: encode what we have rather than idle
+                self.flush(_fullest(self.buckets))
+            self.drain()
+            if self.stats[3 * self.plan.rank] and not self.held:  # between batches
+                self._enter(Phase.WAITING)
+                reached("waiting")
+            return
+        chunk = self.plan.chunk_samples
+        if chunk is not None and padded_length(clip.samples, self.multiple) > chunk:
+            self.encode_long(clip)
+        else:
+            self.add(clip)
+
+    def finish(self) -> None:
+        """Encode every clip still held."""
         for length in sorted(self.buckets):
             self.flush(length)
         self.drain()
@@ -391,7 +266,7 @@ class DeviceLoop:
                 per_batch = 1
         key = (clip.unit, clip.row, clip.meta)
         checks = self.verify([clip], codes[None])
-        self.outbox.send(("batch", self.plan.rank, [key], codes[None], parts[-1].stop, checks))
+        self.outbox.send(Batch(self.plan.rank, [key], codes[None], parts[-1].stop, checks))
         self._done([clip])
         self.report_fallback()
 
@@ -410,10 +285,9 @@ class DeviceLoop:
                     self.batch_samples = (len(part) + 1) // 2 * length
                     self.encoder.batch_samples = self.batch_samples
                     self.outbox.send(
-                        (
-                            "warning",
+                        Warn(
                             f"device worker {self.plan.rank}: out of memory at {len(part)} "
-                            f"clips of {length} samples; batches are now {self.batch_samples} samples",
+                            f"clips of {length} samples; batches are now {self.batch_samples} samples"
                         )
                     )
                     continue
@@ -444,7 +318,7 @@ class DeviceLoop:
         codes = pending.result()
         keys = [(c.unit, c.row, c.meta) for c in clips]
         checks = self.verify(clips, codes)
-        self.outbox.send(("batch", self.plan.rank, keys, codes, length, checks))
+        self.outbox.send(Batch(self.plan.rank, keys, codes, length, checks))
         self._done(clips)
         self.report_fallback()
 
@@ -476,16 +350,15 @@ class DeviceLoop:
         """Tell the main process, once, that compiling failed and the encoder runs eagerly."""
         if self.encoder.fallback:
             self.outbox.send(
-                (
-                    "warning",
+                Warn(
                     f"device worker {self.plan.rank} ({self.plan.device}): torch.compile failed, "
-                    f"encoding eagerly: {self.encoder.fallback}",
+                    f"encoding eagerly: {self.encoder.fallback}"
                 )
             )
             self.encoder.fallback = None
 
     def reject(self, clip: Clip, reason: str, detail: str) -> None:
-        self.outbox.send(("reject", clip.unit, clip.row, clip.meta["id"], reason, detail))
+        self.outbox.send(Reject(clip.unit, clip.row, clip.meta["id"], reason, detail))
         self._done([clip], encoded=False)
 
     def _done(self, clips: list[Clip], encoded: bool = True) -> None:
@@ -499,61 +372,3 @@ class DeviceLoop:
 
 def _fullest(buckets: dict[int, list[Clip]]) -> int:
     return max(buckets, key=lambda length: length * len(buckets[length]))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB.
-
-    /proc's VmHWM, because `ru_maxrss` survives exec on Linux: a spawned child would report at
-    least its parent's peak at the time of the spawn.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _child_setup() -> None:
-    _leave_signals_to_the_main_process()
-    _die_with_the_main_process()
-    # Resampling and encoding run torch at the thread count tokens are defined at (codec.py).
-    set_cpu_numerics()
-    _raise_open_file_limit()
-
-
-# Ctrl-C (SIGINT to the whole terminal group), Slurm's SIGTERM to every process of the job, and
-# SIGUSR2 before a time limit: the main process decides what they mean, stops the children and
-# commits nothing half-done. A child that reacted on its own would die mid-message.
-LEFT_TO_MAIN = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1
-
-
-def _leave_signals_to_the_main_process() -> None:
-    for sig in LEFT_TO_MAIN:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _die_with_the_main_process() -> None:
-    """A SIGKILLed main process takes its children with it: no orphan keeps a GPU or a core.
-
-    Linux's parent-death signal; the name (`ps`, `top`, /proc/PID/comm) says which child is which.
-    """
-    parent = multiprocessing.parent_process()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        libc.prctl(PR_SET_NAME, multiprocessing.current_process().name.encode()[:15])
-    except (OSError, AttributeError):  # not Linux: the main process kills children on its way out
-        return
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
-        os._exit(1)
-
-
-def _raise_open_file_limit() -> None:
-    """Each queued tensor holds a file descriptor until it is received."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
