@@ -23,7 +23,8 @@ from snac import SNAC
 from snactok.codec.layout import pad_multiple, padded_length, token_lengths
 from snactok.codec.weights import arch_dict, calibration_audio
 from snactok.inputs.audio import Resampler
-from snactok.output.formats import read_jsonl, read_shard
+from snactok.output.files import read_jsonl
+from snactok.output.formats import read_shard
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,12 @@ from helpers import compose_cfg, run_cli, run_rows, start_cli
 from snactok.codec.dryrun import pattern
 from snactok.codec.layout import padded_length, token_lengths
 from snactok.codec.weights import checked_in_codecs
-from snactok.config.schema import check_config
+from snactok.config.checks import check_config
 from snactok.engine.run import run
 from snactok.errors import ConfigError
-from snactok.output.formats import sha256_file
-from snactok.tools.publish import PublishError, check_publishable, read_run
+from snactok.output.files import sha256_file
+from snactok.output.rundir import read_run
+from snactok.tools.publish import PublishError, check_publishable
 
 DEMO = ["dataset=demo", "runtime=debug", "runtime.max_rows=null", "output.lines_per_file=16"]
 

@@ -20,7 +20,8 @@ from helpers import ROOT, demo_rows, populate_hf_cache, run_cli
 from snac import SNAC
 
 from snactok.inputs.audio import Resampler, decode
-from snactok.output.formats import read_jsonl, read_shard
+from snactok.output.files import read_jsonl
+from snactok.output.formats import read_shard
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from helpers import assert_gone, compose_cfg, run_cli, start_cli
 
 from snactok.engine.run import run
 from snactok.errors import ConfigError
-from snactok.output.formats import read_jsonl, sha256_file
+from snactok.output.files import read_jsonl, sha256_file
 
 pytestmark = pytest.mark.slow
 

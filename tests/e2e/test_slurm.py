@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, SPLIT_ARGS, run_rows
@@ -104,7 +105,7 @@ def test_a_pre_empted_slurm_job_is_requeued_resumes_and_the_merge_equals_one_nod
     assert records[-1]["type"] == "summary" and records[-1]["units_resumed"] >= 1
 
     merged = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "merge.py"), str(sweep)],
+        [str(Path(sys.executable).parent / "snactok-merge"), str(sweep)],
         capture_output=True,
         text=True,
         timeout=300,

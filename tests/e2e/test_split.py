@@ -1,6 +1,6 @@
 """One dataset split over jobs (`runtime.num_jobs`), run through Hydra's real submitit launcher
 (`submitit_local`: the same code path as Slurm, with local processes), then checked and joined by
-scripts/merge.py. tests/e2e/test_slurm.py does the same on a real Slurm cluster."""
+snactok-merge. tests/e2e/test_slurm.py does the same on a real Slurm cluster."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import pytest
-from helpers import ROOT, SPLIT_ARGS, run_cli, run_rows
+from helpers import SPLIT_ARGS, run_cli, run_rows
 
 from snactok.inputs.units import Unit, job_units, owner
 from snactok.tools.merge import _ranges
@@ -20,7 +21,7 @@ from snactok.tools.merge import _ranges
 
 def merge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "merge.py"), *map(str, args)],
+        [str(Path(sys.executable).parent / "snactok-merge"), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -67,7 +68,7 @@ def test_a_split_run_through_submitit_merges_into_the_single_node_run(
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for job in ("0", "1"):
         log = (sweep / job / "encode.log").read_text()
-        assert "runtime.resume=auto" in log and "scripts/merge.py" in log
+        assert "runtime.resume=auto" in log and "snactok-merge" in log
         assert f"job {job} of 2 takes 4" in log
     assert not saved.exists()  # a job holds half the data: saving waits for the merge
 

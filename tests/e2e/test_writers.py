@@ -14,7 +14,7 @@ import time
 import pytest
 from helpers import run_cli, start_cli
 
-from snactok.output.formats import sha256_file
+from snactok.output.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

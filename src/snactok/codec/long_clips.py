@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from snac import SNAC
 from snactok.codec.encoder import BatchEncoder
 from snactok.codec.layout import pad_multiple, padded_length
 from snactok.codec.weights import arch_dict
+from snactok.output.files import write_bytes_atomic
 
 RF_RECIPE = 1  # bump when the measurement changes what it returns
 
@@ -115,9 +115,7 @@ def _cache_path(arch: dict[str, Any], cache_dir: Path) -> Path:
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(json.dumps(data, indent=2))
-    staging.replace(path)  # concurrent writers write the same answer; the last one wins
+    write_bytes_atomic(path, json.dumps(data, indent=2).encode())  # concurrent writers agree
 
 
 def overlap_for(arch: Any, rf: tuple[int, int]) -> int:

@@ -164,7 +164,7 @@ def random_weights_dir(arch: dict[str, Any], seed: int, root: Path) -> Path:
     """
     from importlib import metadata
 
-    from snactok.output.formats import sha256_file
+    from snactok.output.files import sha256_file
 
     with resources.as_file(CALIBRATION) as audio:
         audio_sha = sha256_file(audio)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from snactok.engine.devices import usable_cores
 from snactok.inputs.sources import Source
 from snactok.inputs.units import Unit
 from snactok.monitor.progress import format_eta, format_hours
+from snactok.output.files import write_bytes_atomic
 from snactok.output.rundir import FORMAT_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -175,11 +175,11 @@ def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> No
             if tokens:
                 entry[f"bytes_per_token_{fmt}"] = round(size / tokens, 3)
         rates[rate_key(conf, devices)] = entry
-    tmp = cache_dir / f".{RATES}.{os.getpid()}.tmp"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(rates, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, cache_dir / RATES)
+        write_bytes_atomic(
+            cache_dir / RATES, (json.dumps(rates, indent=2, sort_keys=True) + "\n").encode()
+        )
     except OSError as err:
         log.debug("could not record the rate in %s: %s", cache_dir, err)
 

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from snactok.output.files import write_bytes_atomic
+
 ENV, DIR_ENV = "SNACTOK_TEST_AT", "SNACTOK_TEST_AT_DIR"
 
 
@@ -37,9 +39,7 @@ class _Hook:
         if self.seen[moment] != nth:
             return
         marker = Path(os.environ[DIR_ENV]) / f"{self.me}.{moment}"
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(str(os.getpid()))
-        tmp.rename(marker)  # whole, so the test never reads a half-written pid
+        write_bytes_atomic(marker, str(os.getpid()).encode())  # the test never reads half a pid
         while hold:
             time.sleep(1)
 

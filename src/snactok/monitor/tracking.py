@@ -17,9 +17,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from snactok.config.schema import SECRET_KEY_WORDS
-from snactok.output.formats import JsonlLog, read_jsonl
-from snactok.output.resume import METRICS
+from snactok.config.checks import SECRET_KEY_WORDS
+from snactok.output.files import JsonlLog
+from snactok.output.rundir import METRICS, job_dirs, read_run
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,8 @@ class Tracker:
             return
         self._last = now
         elapsed = max(now - self.t0, 1e-9)
-        devices = len(device_stats) // 3
-        readers = len(reader_stats) // 2
-        audio = sum(device_stats[3 * i + 1] for i in range(devices))
-        items = sum(device_stats[3 * i] for i in range(devices))
+        audio = device_stats.total_seconds()
+        items = device_stats.total_items()
         done = collector.rows_done
         rate = done / elapsed
         snapshot: dict[str, Any] = {
@@ -114,11 +112,11 @@ class Tracker:
         verify = collector.verification()
         snapshot["verify/clips"] = verify["clips"]
         snapshot["verify/tokens_equal_pct"] = _pct(verify["tokens_equal"], verify["tokens"])
-        for i in range(devices):
-            snapshot[f"device/{i}/audio_seconds_per_second"] = device_stats[3 * i + 1] / elapsed
-            snapshot[f"device/{i}/items_per_second"] = device_stats[3 * i] / elapsed
-        for r in range(readers):
-            snapshot[f"reader/{r}/audio_seconds_per_second"] = reader_stats[2 * r + 1] / elapsed
+        for i in range(len(device_stats)):
+            snapshot[f"device/{i}/audio_seconds_per_second"] = device_stats.seconds(i) / elapsed
+            snapshot[f"device/{i}/items_per_second"] = device_stats.items(i) / elapsed
+        for r in range(len(reader_stats)):
+            snapshot[f"reader/{r}/audio_seconds_per_second"] = reader_stats.seconds(r) / elapsed
         self._log("metrics", snapshot)
 
     def _shard(self, record: dict) -> None:
@@ -228,19 +226,18 @@ def _start_wandb(conf: dict, run_dir: Path, group: str | None) -> Any:
 def sweep_table(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job dir of a sweep: dataset, codec, rows, hours, rejects, real-time factor."""
     rows = []
-    for manifest in sorted(sweep_dir.glob("*/manifest.jsonl"), key=lambda p: _job_order(p.parent.name)):
-        records = read_jsonl(manifest)
-        header = records[0]
-        summary = records[-1] if records[-1]["type"] == "summary" else None
+    for run_dir in sorted(job_dirs(sweep_dir), key=lambda p: _job_order(p.name)):
+        run = read_run(run_dir)
+        summary = run.summary
         rows.append(
             {
-                "job": manifest.parent.name,
-                "dataset": header["dataset"],
-                "codec": header["codec"],
-                "rows": summary["rows_written"] if summary else None,
-                "hours": round(summary["audio_seconds"] / 3600, 4) if summary else None,
-                "rejected": summary["rows_rejected"] if summary else None,
-                "real_time_factor": summary["audio_seconds_per_second"] if summary else None,
+                "job": run_dir.name,
+                "dataset": run.header.dataset,
+                "codec": run.header.codec,
+                "rows": summary.rows_written if summary else None,
+                "hours": round(summary.audio_seconds / 3600, 4) if summary else None,
+                "rejected": summary.rows_rejected if summary else None,
+                "real_time_factor": summary.audio_seconds_per_second if summary else None,
                 "finished": summary is not None,
             }
         )

@@ -1,7 +1,7 @@
-"""Output: each unit's rows as gzip JSON lines and/or Parquet, committed atomically; manifest, rejects.
+"""Output: each unit's rows as gzip JSON lines and/or Parquet, and reading them back.
 
-Every file is written under a temporary name, flushed, fsynced and renamed, and its directory is
-fsynced, so a file that exists is whole. Gzip headers carry no time and no name, Parquet files no
+Every file is written with `snactok.output.files.write_atomic` (a temporary name, fsynced, renamed,
+the directory fsynced), so a file that exists is whole. Gzip headers carry no time and no name, Parquet files no
 time either, and rows are sorted by input index, so the same rows give the same bytes whatever the
 readers and devices (for Parquet: with the same pyarrow, whose version is in each file's footer).
 """
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from snactok.codec import orpheus
+from snactok.output.files import sha256_file, write_atomic
+from snactok.output.rundir import FORMAT_SUFFIXES, JSONL_SUFFIX
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-SHARD_SUFFIX = ".jsonl.gz"
-PARQUET_SUFFIX = ".parquet"
-# output.format -> the file suffixes of a unit, the first one named by the manifest's `file`.
-FORMAT_SUFFIXES = {
-    "jsonl": (SHARD_SUFFIX,),
-    "parquet": (PARQUET_SUFFIX,),
-    "both": (SHARD_SUFFIX, PARQUET_SUFFIX),
-}
 # Row groups hold at most this many bytes of uncompressed Arrow data, as datasets' push_to_hub
 # writes them (datasets.config.MAX_ROW_GROUP_SIZE, "100MB"). The Hub's dataset viewer refuses to
 # scan more than 300 MB at once, and datasets streams and reshards a Parquet file one row group at
@@ -195,7 +187,7 @@ def write_unit(
     files = []
     for suffix in FORMAT_SUFFIXES[out["format"]]:
         path = directory / f"{name}{suffix}"
-        if suffix == SHARD_SUFFIX:
+        if suffix == JSONL_SUFFIX:
             lines = format_lines(rows, columns)
             size, digest = write_shard(path, lines, out["gzip_level"], out["buffer_size"])
         else:
@@ -290,7 +282,7 @@ def write_parquet(
             for start, stop in row_groups(rows, columns, row_group_bytes):
                 writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
 
-    return write_atomic(path, buffer_size, write)
+    return _write(path, buffer_size, write)
 
 
 def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: int) -> tuple[int, str]:
@@ -301,66 +293,13 @@ def write_shard(path: Path, lines: list[bytes], gzip_level: int, buffer_size: in
             for line in lines:
                 gz.write(line)
 
-    return write_atomic(path, buffer_size, write)
+    return _write(path, buffer_size, write)
 
 
-def write_atomic(path: Path, buffer_size: int, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
-    """`write` into a temporary file, fsync it, rename it to `path`; return (bytes, sha256).
-
-    On any error (a full disk, a read-only dir) the temporary file goes and the error is raised:
-    no shard ever exists half-written under its final name.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb", buffering=buffer_size) as raw:
-            write(raw)
-            raw.flush()
-            os.fsync(raw.fileno())
-        digest = sha256_file(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return size, digest
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class JsonlLog:
-    """An append-only JSON-lines file, flushed and fsynced per record (manifest, rejects)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _write(path: Path, buffer_size: int, write: Callable[[BinaryIO], None]) -> tuple[int, str]:
+    """`write_atomic`, then (bytes, sha256) of the file now under `path`."""
+    write_atomic(path, write, buffer_size)
+    return path.stat().st_size, sha256_file(path)
 
 
 def read_shard(path: Path) -> list[dict[str, Any]]:
@@ -369,12 +308,19 @@ def read_shard(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f]
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one shard of either format, as dicts of the JSONL row's keys."""
+    if path.name.endswith(JSONL_SUFFIX):
+        return read_shard(path)
+    return pq.read_table(path).to_pylist()
+
+
 def save_local(shards: list[Path], target: Path) -> None:
     """The original pipeline's `save_settings.local`: the whole result via datasets' save_to_disk,
     read from the JSONL shards, or from the Parquet ones when there are none (output.format)."""
     import datasets
 
-    jsonl = [p for p in shards if p.name.endswith(SHARD_SUFFIX)]
+    jsonl = [p for p in shards if p.name.endswith(JSONL_SUFFIX)]
     kind, files = ("json", jsonl) if jsonl else ("parquet", shards)
     data = datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train")
     data.save_to_disk(str(target))

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snactok.errors import ConfigError
-from snactok.output.formats import SCHEMA_VERSION, fsync_dir, sha256_file
+from snactok.output.files import TEMPORARY, sha256_file, write_bytes_atomic
+from snactok.output.formats import SCHEMA_VERSION
+from snactok.output.rundir import (
+    MANIFEST,
+    METRICS,
+    REJECTS,
+    SHARDS,
+    RunDirError,
+    parse_manifest,
+    recorded_files,
+)
 
 log = logging.getLogger(__name__)
-
-MANIFEST, REJECTS, METRICS, SHARDS = "manifest.jsonl", "rejects.jsonl", "metrics.jsonl", "shards"
 
 
 def fingerprint(
@@ -119,18 +126,20 @@ def open_run_dir(run_dir: Path, resume: str | None, expected: dict[str, Any], un
             f"{run_dir} already holds a run ({MANIFEST}); continue it with runtime.resume=auto "
             "(or runtime.resume=<that dir>), or choose another hydra.run.dir"
         )
-    records = repair_jsonl(manifest)
-    headers = [r for r in records if r.get("type") == "header"]
-    if not headers or "fingerprint" not in headers[0]:
+    try:
+        parsed = parse_manifest(repair_jsonl(manifest), manifest)
+    except RunDirError:
+        parsed = None
+    if parsed is None or "fingerprint" not in parsed.header.record:
         raise ConfigError(f"{manifest} has no header with a fingerprint; it cannot be resumed")
-    diffs = differences(headers[0]["fingerprint"], expected)
+    diffs = differences(parsed.header.fingerprint, expected)
     if diffs:
         raise ConfigError(
             f"runtime.resume: {run_dir} was made with other settings, so its shards would not "
             "match this command's:\n  " + "\n  ".join(diffs) + "\nResume with the run's settings "
             "(its .hydra/overrides.yaml), or start a new run."
         )
-    committed = {r["unit"]: r for r in records if r.get("type") == "shard"}
+    committed = {s.unit: s.record for s in parsed.shards}
     for index, record in committed.items():
         _check_shard(run_dir, record, units[index].name)
     rejects = repair_jsonl(run_dir / REJECTS, keep=lambda r: r.get("unit") in committed)
@@ -140,7 +149,7 @@ def open_run_dir(run_dir: Path, resume: str | None, expected: dict[str, Any], un
 
 
 def _check_shard(run_dir: Path, record: dict, unit_name: str) -> None:
-    for entry in record.get("files", [record]):  # one per output format; older records name one
+    for entry in recorded_files(record):  # one per output format
         _check_file(run_dir, entry, record["unit"], unit_name)
 
 
@@ -186,14 +195,13 @@ def repair_jsonl(path: Path, keep: Any = None) -> list[dict]:
             dropped += 1
     if dropped:
         log.warning("%s: dropped %d record(s) left by the interrupted attempt", path.name, dropped)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        write_bytes_atomic(
+            path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        )
     return records
 
 
 def _remove_temporary(shards_dir: Path) -> None:
-    for tmp in shards_dir.glob(".*.tmp"):
+    for tmp in shards_dir.glob(TEMPORARY):
         log.info("removing %s, left half-written by the interrupted attempt", tmp.name)
         tmp.unlink()

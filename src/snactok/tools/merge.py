@@ -7,25 +7,40 @@ committed exactly once across the job dirs of a sweep.
 A sweep dir may hold several split runs (e.g. `-m dataset=a,b 'runtime.job_index=range(0,8)'`):
 jobs whose fingerprints agree except for `runtime.job_index` form one group, merged on its own.
 The merged dir is a run dir like any other (manifest.jsonl, rejects.jsonl, shards/ as hard links
-to the jobs' files), so scripts/publish.py, scripts/inspect_run.py and load_dataset read it.
+to the jobs' files), so snactok-publish, snactok-inspect and load_dataset read it.
+
+    snactok-merge outputs/multirun/2026-11-24/10-00-00
+    snactok-merge <sweep dir> --hub-repo me/emilia-snac      # and publish the merged set
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import shlex
 import shutil
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snactok.inputs.units import owner
-from snactok.output.formats import fsync_dir, sha256_file, write_atomic
-from snactok.output.resume import MANIFEST, REJECTS, SHARDS
-from snactok.tools.publish import Run, read_run, recorded_files
+from snactok.output.files import fsync_dir, sha256_file, write_bytes_atomic
+from snactok.output.formats import save_local
+from snactok.output.rundir import (
+    MANIFEST,
+    REJECTS,
+    SHARDS,
+    Run,
+    RunDirError,
+    Shard,
+    find_runs,
+    read_run,
+)
+from snactok.tools.publish import PublishError, publish
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +63,21 @@ class Group:
     def ok(self) -> bool:
         return not (self.missing or self.duplicates or self.misplaced)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Shard]:
         """One shard record per unit, by unit index (only meaningful when `ok`)."""
-        return sorted((r for job in self.jobs for r in job.shards), key=lambda r: r["unit"])
+        return sorted((r for job in self.jobs for r in job.shards), key=lambda r: r.unit)
 
 
-def find_runs(sweep_dir: Path) -> list[Run]:
-    """Every run dir (a dir with manifest.jsonl) under `sweep_dir`, merged output left out."""
-    runs = []
-    for manifest in sorted(sweep_dir.rglob(MANIFEST)):
-        run_dir = manifest.parent
-        if MERGED in run_dir.relative_to(sweep_dir).parts:
-            continue
-        runs.append(read_run(run_dir))
-    return runs
+def sweep_runs(sweep_dir: Path) -> list[Run]:
+    """Every run under `sweep_dir`, merged output left out."""
+    return [read_run(run_dir) for run_dir in find_runs(sweep_dir, skip=MERGED)]
 
 
 def check_sweep(sweep_dir: Path, verify: bool = False) -> list[Group]:
     """Group the sweep's runs by split run and check each; `verify` hashes every file too."""
     by_key: dict[str, list[Run]] = defaultdict(list)
-    for run in find_runs(sweep_dir):
-        fp = dict(run.header.get("fingerprint", {}))
+    for run in sweep_runs(sweep_dir):
+        fp = dict(run.header.fingerprint)
         fp.pop("runtime.job_index", None)
         by_key[json.dumps(fp, sort_keys=True, default=str)].append(run)
     groups = [_check_group(runs, verify) for runs in by_key.values()]
@@ -81,20 +90,20 @@ def check_sweep(sweep_dir: Path, verify: bool = False) -> list[Group]:
 
 def _check_group(runs: list[Run], verify: bool) -> Group:
     first = runs[0].header
-    num_jobs = first["config"]["runtime"]["num_jobs"]
-    names = first.get("units", {}).get("names")
+    num_jobs = first.config["runtime"]["num_jobs"]
+    names = (first.units or {}).get("names")
     if names is None:
         raise ValueError(f"{runs[0].dir}: its header lists no units (made before merge existed)")
-    group = Group(f"{first['dataset']}-{first['codec']}", num_jobs, names, runs)
+    group = Group(f"{first.dataset}-{first.codec}", num_jobs, names, runs)
     holders: dict[int, list[Run]] = defaultdict(list)
     for run in runs:
         index = job_index(run)
         for record in run.shards:
-            holders[record["unit"]].append(run)
-            if owner(record["unit"], num_jobs) != index:
+            holders[record.unit].append(run)
+            if owner(record.unit, num_jobs) != index:
                 group.misplaced.append(
-                    f"unit {record['unit']} is in {run.dir}, job {index}, but belongs to job "
-                    f"{owner(record['unit'], num_jobs)}"
+                    f"unit {record.unit} is in {run.dir}, job {index}, but belongs to job "
+                    f"{owner(record.unit, num_jobs)}"
                 )
             group.misplaced += _file_problems(run, record, verify)
     for unit in range(len(names)):
@@ -109,15 +118,15 @@ def job_index(run: Run) -> int:
     return run.conf["runtime"]["job_index"]
 
 
-def _file_problems(run: Run, record: dict[str, Any], verify: bool) -> list[str]:
+def _file_problems(run: Run, record: Shard, verify: bool) -> list[str]:
     problems = []
-    for entry in recorded_files(record):
-        path = run.dir / entry["file"]
+    for entry in record.files:
+        path = run.dir / entry.file
         if not path.is_file():
             problems.append(f"{path} is missing")
-        elif path.stat().st_size != entry["bytes"]:
-            problems.append(f"{path} has {path.stat().st_size} bytes, its record {entry['bytes']}")
-        elif verify and sha256_file(path) != entry["sha256"]:
+        elif path.stat().st_size != entry.bytes:
+            problems.append(f"{path} has {path.stat().st_size} bytes, its record {entry.bytes}")
+        elif verify and sha256_file(path) != entry.sha256:
             problems.append(f"{path} does not match its recorded sha256")
     return problems
 
@@ -134,7 +143,7 @@ def describe_problems(group: Group, sweep_dir: Path) -> str:
     if group.duplicates:
         lines.append(f"  committed more than once: {len(group.duplicates)} unit(s):")
         for unit, runs in sorted(group.duplicates.items()):
-            same = len({r["sha256"] for run in runs for r in run.shards if r["unit"] == unit}) == 1
+            same = len({r.files for run in runs for r in run.shards if r.unit == unit}) == 1
             dirs = ", ".join(str(run.dir) for run in runs)
             lines.append(
                 f"    unit {unit} ({group.unit_names[unit]}) in {dirs} "
@@ -201,19 +210,18 @@ def merge_group(group: Group, out_dir: Path) -> Path:
     records = group.records()
     for run in group.jobs:
         for record in run.shards:
-            for entry in recorded_files(record):
-                _link(run.dir / entry["file"], out_dir / entry["file"])
+            for entry in record.files:
+                _link(run.dir / entry.file, out_dir / entry.file)
     fsync_dir(out_dir / SHARDS)
     rejects = sorted(
-        (json.loads(line) for run in group.jobs for line in run.rejects.splitlines() if line.strip()),
-        key=lambda r: (r["unit"], r["row"]),
+        (r for run in group.jobs for r in run.reject_records()), key=lambda r: (r["unit"], r["row"])
     )
-    header = dict(group.jobs[0].header)
+    header = dict(group.jobs[0].header.record)
     header["merged"] = {
         "num_jobs": group.num_jobs,
         "jobs": sorted(({"job_index": job_index(r), "dir": str(r.dir)} for r in group.jobs), key=str),
     }
-    lines = [header, *records, _summary(group, records, rejects)]
+    lines = [header, *(r.record for r in records), _summary(group, records, rejects)]
     _write_jsonl(out_dir / REJECTS, rejects)
     _write_jsonl(out_dir / MANIFEST, lines)  # last: a merged dir with a manifest is complete
     return out_dir
@@ -223,9 +231,11 @@ def _clear_previous(out_dir: Path) -> None:
     """Merging again replaces an earlier merge; any other non-empty dir is refused."""
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return
-    manifest = out_dir / MANIFEST
-    header = json.loads(manifest.read_text().split("\n", 1)[0]) if manifest.is_file() else {}
-    if "merged" not in header:
+    try:
+        merged = read_run(out_dir).header.merged is not None
+    except RunDirError:
+        merged = False
+    if not merged:
         raise ValueError(f"{out_dir} exists and is not an earlier merge; give another --out")
     shutil.rmtree(out_dir)
 
@@ -237,23 +247,97 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _summary(group: Group, records: list[dict], rejects: list[dict]) -> dict[str, Any]:
+def _summary(group: Group, records: list[Shard], rejects: list[dict]) -> dict[str, Any]:
     summaries = [r.summary for r in group.jobs if r.summary]
+    walls = [s.wall_seconds for s in summaries if s.wall_seconds is not None]
     return {
         "type": "summary",
         "merged": True,
         "units": len(records),
-        "rows_read": sum(r["rows_read"] for r in records),
-        "rows_written": sum(r["rows"] for r in records),
-        "rows_rejected": sum(r["rejected"] for r in records),
+        "rows_read": sum(r.rows_read for r in records),
+        "rows_written": sum(r.rows for r in records),
+        "rows_rejected": sum(r.rejected for r in records),
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "audio_seconds": round(sum(r["audio_seconds"] for r in records), 3),
-        "tokens": sum(sum(r["tokens_per_layer"]) for r in records),
-        "wall_seconds": max((s["wall_seconds"] for s in summaries), default=None),  # longest job
-        "random_weights": group.jobs[0].header.get("random_weights", False),
+        "audio_seconds": round(sum(r.audio_seconds for r in records), 3),
+        "tokens": sum(sum(r.tokens_per_layer) for r in records),
+        "wall_seconds": max(walls, default=None),  # the longest job
+        "random_weights": group.jobs[0].header.random_weights,
     }
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    write_atomic(path, 2**20, lambda f: f.write(lines))
+    write_bytes_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`snactok-merge`: check and join the jobs of a split run, then save or publish the whole.
+
+    Missing units are reported by index with the encode.py command that finishes their job (its
+    own overrides plus runtime.resume=<its dir>); units committed twice with the dirs that hold
+    them. Nothing is merged for a split run with either; the exit code is then 1. The merged run
+    goes to <sweep dir>/merged (merged/<dataset>-<codec> when the sweep holds several split runs).
+    The jobs' `save.local` and `save.hub_repo` (which a job with runtime.num_jobs > 1 leaves to
+    the merge) run on it, unless --no-save; --save-local and --hub-repo set them here.
+    """
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    sweep = args.sweep_dir.resolve()
+    try:
+        groups = check_sweep(sweep, verify=args.verify)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not groups:
+        print(f"error: no run dirs (with {MANIFEST}) under {sweep}", file=sys.stderr)
+        return 2
+    if len(groups) > 1 and (args.out or args.save_local or args.hub_repo):
+        print(
+            f"error: {sweep} holds {len(groups)} split runs ({', '.join(g.name for g in groups)}); "
+            "--out, --save-local and --hub-repo need one: merge without them, or per run",
+            file=sys.stderr,
+        )
+        return 2
+    failed = 0
+    for group in groups:
+        if not group.ok:
+            print(describe_problems(group, sweep), file=sys.stderr)
+            failed += 1
+            continue
+        out = args.out or (sweep / MERGED if len(groups) == 1 else sweep / MERGED / group.name)
+        failed += not _merge_and_save(group, out.resolve(), args)
+    return 1 if failed else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snactok-merge", description=main.__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the sweep dir holding the jobs' run dirs")
+    parser.add_argument("--out", type=Path, default=None, help="merged run dir (one split run only)")
+    parser.add_argument("--verify", action="store_true", help="also check every file's sha256")
+    parser.add_argument("--save-local", type=Path, default=None, help="save_to_disk the merged set")
+    parser.add_argument("--hub-repo", default=None, help="publish the merged set to this Hub repo")
+    parser.add_argument("--public", action="store_true", help="with --hub-repo: a public repo")
+    parser.add_argument("--no-save", action="store_true", help="ignore the jobs' save.* settings")
+    return parser
+
+
+def _merge_and_save(group: Group, out: Path, args: argparse.Namespace) -> bool:
+    """Merge `group` into `out`, then save and publish it as asked; False if publishing failed."""
+    merged = merge_group(group, out)
+    records = group.records()
+    print(
+        f"{group.name}: {len(records)} of {len(group.unit_names)} units from {len(group.jobs)} "
+        f"job dir(s), each exactly once; {sum(r.rows for r in records)} rows -> {merged}"
+    )
+    save = {} if args.no_save else group.jobs[0].conf.get("save", {})
+    if target := args.save_local or save.get("local"):
+        save_local(read_run(merged).shard_files(non_empty=True), Path(target))
+    if repo := args.hub_repo or save.get("hub_repo"):
+        private = not args.public if args.hub_repo else save.get("private", True)
+        try:
+            print(publish(merged, repo, private=private))
+        except PublishError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return False
+    return True

@@ -12,7 +12,7 @@ import pytest
 from helpers import compose_cfg, run_cli
 
 from snactok.monitor.tracking import scrub, wandb_mode
-from snactok.output.formats import read_jsonl
+from snactok.output.files import read_jsonl
 
 WANDB_CLI = Path(sys.executable).with_name("wandb")
 

@@ -8,7 +8,8 @@ import numpy as np
 from helpers import FAKE_SHA
 
 from snactok.codec.layout import pad_multiple, padded_length, token_lengths
-from snactok.output.formats import Columns, JsonlLog, Row, write_unit
+from snactok.output.files import JsonlLog
+from snactok.output.formats import Columns, Row, write_unit
 
 LABEL = "demo-default-train"
 WEIGHTS_SHA256 = "ab" * 32

@@ -1,4 +1,4 @@
-"""scripts/inspect_run.py and snactok.tools.report on a real run dir: the plots are PNGs, the WAVs have the
+"""snactok-inspect and snactok.tools.report on a real run dir: the plots are PNGs, the WAVs have the
 lengths the tokens and the sources give, codebook usage matches the shards, W&B gets the media."""
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import soundfile as sf
 from helpers import ROOT, run_cli
 from PIL import Image
 
-from snactok.output.formats import read_jsonl, read_shard
-from snactok.tools.report import codebook_usage, plot_throughput, read_metrics, write_report
+from snactok.output.files import read_jsonl
+from snactok.output.formats import read_shard
+from snactok.output.rundir import read_metrics
+from snactok.tools.plots import codebook_usage, plot_throughput
+from snactok.tools.report import write_report
 
 PLOTS = ("durations.png", "tokens_per_second.png", "codebook_usage.png", "throughput.png")
 
@@ -68,7 +71,7 @@ def assert_png(path: Path) -> tuple[int, int]:
 @pytest.mark.slow
 def test_script_writes_plots_audio_and_summary(run_dir):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "inspect_run.py"), str(run_dir), "--num-audio", "2"],
+        [str(Path(sys.executable).parent / "snactok-inspect"), str(run_dir), "--num-audio", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -202,7 +205,7 @@ def test_throughput_plot_from_metrics_with_a_torn_line(tmp_path):
     lines = [json.dumps(r) for r in (*snapshots[:2], shard, snapshots[2])]
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(lines) + '\n{"time": 4, "audio_sec')  # the run died mid-write
-    metrics = read_metrics(path)
+    metrics = read_metrics(tmp_path)
     assert metrics == snapshots
-    assert read_metrics(tmp_path / "absent.jsonl") == []
+    assert read_metrics(tmp_path / "absent") == []
     assert_png(plot_throughput(metrics, tmp_path / "throughput.png"))

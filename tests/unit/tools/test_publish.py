@@ -31,7 +31,8 @@ from huggingface_hub import HfApi, RepoUrl
 from huggingface_hub.hf_api import DatasetInfo
 from huggingface_hub.utils import filter_repo_objects
 
-from snactok.output.formats import read_shard, sha256_file
+from snactok.output.files import sha256_file
+from snactok.output.formats import read_shard
 from snactok.tools.publish import PublishError, publish, stage
 
 REPO = "me/demo-snac"
@@ -342,7 +343,7 @@ def test_orpheus_codes_column_is_described_and_its_snippet_inverts_it(tmp_path):
 
 def test_script_help_runs():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "publish.py"), "--help"],
+        [str(Path(sys.executable).parent / "snactok-publish"), "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -355,7 +356,7 @@ def test_script_help_runs():
 def test_script_refuses_an_unfinished_run_and_stages_a_finished_one(tmp_path):
     def script(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "publish.py"), *args],
+            [str(Path(sys.executable).parent / "snactok-publish"), *args],
             capture_output=True,
             text=True,
             timeout=60,
