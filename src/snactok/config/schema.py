@@ -148,7 +148,7 @@ class RuntimeConfig:
     # run in this job's own dir if there is one with the same fingerprint (Slurm requeues).
     resume: str | None = None
     # Split one dataset across jobs (Slurm nodes): job `job_index` of `num_jobs` encodes every
-    # num_jobs-th unit from unit `job_index` on; scripts/merge.py checks and joins the jobs' output.
+    # num_jobs-th unit from unit `job_index` on; snactok-merge checks and joins the jobs' output.
     num_jobs: int = 1
     job_index: int = 0
     # Print the plan (units, rows, hours, output bytes, ETA) from metadata and a sample of rows;
@@ -234,7 +234,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     save: SaveConfig = field(default_factory=SaveConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    # At the end of a run, write report/ (plots, decoded audio) as scripts/inspect_run.py does.
+    # At the end of a run, write report/ (plots, decoded audio) as snactok-inspect does.
     report: bool = False
 
 
