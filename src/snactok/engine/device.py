@@ -31,9 +31,10 @@ from snactok.codec.long_clips import encode_in_parts, plan_parts
 from snactok.codec.weights import Weights, load_model
 from snactok.engine.child import POLL_SECONDS, child_setup, peak_rss_mb, reporting
 from snactok.engine.hook import reached
-from snactok.engine.ipc import Board, Budget, ClipChannel, Outbox, Phase, RunFlag
+from snactok.engine.ipc import ClipChannel, Outbox
 from snactok.engine.messages import Batch, Note, PeakRss, Reject, Warn, WorkerDone, WorkerReady
 from snactok.engine.reader import Clip
+from snactok.engine.state import Board, Budget, Phase, RunFlag, Tally
 
 IDLE_FLUSH_SECONDS = 0.05
 
@@ -66,7 +67,7 @@ def device_main(
     outbox: Outbox,
     budget: Budget,
     flag: RunFlag,
-    stats: Any,
+    stats: Tally,
     board: Board,
 ) -> None:
     """A device worker process: encode until the main process says every row is done."""
@@ -79,7 +80,7 @@ def device_main(
 
 
 def open_device(
-    plan: DevicePlan, outbox: Outbox, budget: Budget, stats: Any, board: Board
+    plan: DevicePlan, outbox: Outbox, budget: Budget, stats: Tally, board: Board
 ) -> DeviceLoop:
     """Load (and compile, and check) the encoder, and tell the main process it is ready."""
     reached("starting")
@@ -177,7 +178,7 @@ class DeviceLoop:
         encoder: BatchEncoder | DryEncoder,
         outbox: Any,
         budget: Budget,
-        stats: Any,
+        stats: Tally,
         reference: Reference | None = None,
         board: Board | None = None,
     ):
@@ -209,7 +210,7 @@ class DeviceLoop:
             if self.held:  # input is slow: encode what we have rather than idle
                 self.flush(_fullest(self.buckets))
             self.drain()
-            if self.stats[3 * self.plan.rank] and not self.held:  # between batches
+            if self.stats.items(self.plan.rank) and not self.held:  # between batches
                 self._enter(Phase.WAITING)
                 reached("waiting")
             return
@@ -250,7 +251,6 @@ class DeviceLoop:
             clip.samples, self.multiple, self.plan.chunk_samples, self.plan.overlap_samples
         )
         per_batch = max(1, self.batch_samples // parts[0].length)
-        self.stats[3 * self.plan.rank + 2] = clip.unit
         self._enter(Phase.ENCODING, clip.unit)
         while True:
             try:
@@ -299,7 +299,6 @@ class DeviceLoop:
         return self.encoder.device.type == "cuda"
 
     def submit(self, clips: list[Clip], length: int) -> None:
-        self.stats[3 * self.plan.rank + 2] = clips[0].unit  # shown in progress
         self._enter(Phase.ENCODING, clips[0].unit)
         reached("encoding")
         batch = self.encoder.staging(len(clips), length)
@@ -364,8 +363,7 @@ class DeviceLoop:
     def _done(self, clips: list[Clip], encoded: bool = True) -> None:
         rank = self.plan.rank
         if encoded:
-            self.stats[3 * rank] += len(clips)
-            self.stats[3 * rank + 1] += sum(c.meta["duration"] for c in clips)
+            self.stats.add(rank, len(clips), sum(c.meta["duration"] for c in clips))
         self._step()
         self.budget.give_back(rank, sum(c.samples for c in clips))
 

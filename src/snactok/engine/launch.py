@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from snactok.engine.device import DevicePlan, device_main
-from snactok.engine.ipc import BlockCounter, Board, Budget, ClipChannel, Inbox, RunFlag
+from snactok.engine.ipc import ClipChannel, Inbox
 from snactok.engine.processes import Child
 from snactok.engine.reader import Block, ReaderPlan, reader_main
 from snactok.engine.signals import READER_ENV
+from snactok.engine.state import BlockCounter, Board, Budget, RunFlag, Tally
 from snactok.inputs.sources import Source
 
 # runtime.batch_samples=null: on CPU one clip per batch (batching was slower, measured in
@@ -28,20 +29,21 @@ class Shared:
     inbox: Inbox
     budget: Budget
     board: Board  # device workers' rows, then readers'
-    reader_stats: Any  # per reader: rows sent on, their audio seconds
-    device_stats: Any  # per device worker: clips encoded, their audio seconds, its unit
+    reader_stats: Tally  # per reader: rows sent to the device workers
+    device_stats: Tally  # per device worker: clips encoded; its unit is the Board's
     next_block: BlockCounter
 
     @classmethod
     def create(cls, ctx: Any, queue_samples: int, readers: int, devices: int) -> Shared:
+        board = Board(ctx, devices + readers)
         return cls(
             work=ClipChannel(),
             flag=RunFlag(ctx),
             inbox=Inbox(),
             budget=Budget(ctx, queue_samples, readers, devices),
-            board=Board(ctx, devices + readers),
-            reader_stats=ctx.RawArray("d", 2 * readers),
-            device_stats=ctx.RawArray("d", [0.0, 0.0, -1.0] * devices),
+            board=board,
+            reader_stats=Tally(ctx, readers),
+            device_stats=Tally(ctx, devices, board),  # device ranks are Board slots 0..n-1
             next_block=BlockCounter(),
         )
 

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from snactok.engine.ipc import BUSY, START_UP, Board, Inbox, Phase
+from snactok.engine.ipc import Inbox
 from snactok.engine.signals import child_env
+from snactok.engine.state import BUSY, START_UP, Board, Phase
 from snactok.errors import PipelineError
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ import torch
 
 from snactok.engine.child import POLL_SECONDS, child_setup, peak_rss_mb, reporting
 from snactok.engine.hook import reached
-from snactok.engine.ipc import BlockCounter, Board, Budget, ClipChannel, Outbox, Phase, RunFlag
+from snactok.engine.ipc import ClipChannel, Outbox
 from snactok.engine.messages import PeakRss, Reject, UnitRead
+from snactok.engine.state import BlockCounter, Board, Budget, Phase, RunFlag, Tally
 from snactok.inputs.audio import Rejected, Resampler, check_audio, decode
 from snactok.inputs.units import Unit
 
@@ -88,7 +89,7 @@ def reader_main(
     outbox: Outbox,
     budget: Budget,
     flag: RunFlag,
-    stats: Any,
+    stats: Tally,
     board: Board,
 ) -> None:
     """A reader process: decode rows block by block until the run ends."""
@@ -103,7 +104,7 @@ def serve_reader(
     outbox: Outbox,
     budget: Budget,
     flag: RunFlag,
-    stats: Any,
+    stats: Tally,
     board: Board,
 ) -> None:
     """Decode rows block by block; send clips to the workers and rejects to the main process.
@@ -134,7 +135,7 @@ def _read_block(
     outbox: Outbox,
     budget: Budget,
     flag: RunFlag,
-    stats: Any,
+    stats: Tally,
     board: Board,
 ) -> bool:
     """Read one block's rows into the channel; False if the run stopped meanwhile."""
@@ -156,8 +157,7 @@ def _read_block(
         budget.take(plan.rank, clip.samples)
         if not work.put(clip, flag):
             return False
-        stats[2 * plan.rank] += 1
-        stats[2 * plan.rank + 1] += clip.meta["duration"]
+        stats.add(plan.rank, 1, clip.meta["duration"])
         reached("reading")
     if block.shard is not None:  # a streamed shard's row count is known only now
         outbox.send(UnitRead(unit, rows))

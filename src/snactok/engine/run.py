@@ -178,9 +178,7 @@ def _report(run_dir: Path, tracker: Tracker) -> None:
         files = write_report(run_dir, wandb_run=tracker.wandb)
         log.info("report: %d files in %s", len(files), run_dir / "report")
     except Exception as err:  # the shards are done; a plot must not fail the run
-        log.warning(
-            "report failed (%s: %s); run snactok-inspect %s", type(err).__name__, err, run_dir
-        )
+        log.warning("report failed (%s: %s); run snactok-inspect %s", type(err).__name__, err, run_dir)
 
 
 def _publish(run_dir: Path, repo: str, private: bool) -> None:
@@ -318,7 +316,7 @@ def _collect(
     not, so one that dies, or a run that stalls, stops at once.
     """
     reader_stats, device_stats, budget = shared.reader_stats, shared.device_stats, shared.budget
-    num_devices = len(device_stats) // 3
+    num_devices = len(device_stats)
     finished: set[int] = set()
     collector.load.start()
     while True:
@@ -338,10 +336,7 @@ def _collect(
             done,
             starting=None if collector.rows_done else supervisor.starting(),
         )
-        readers = range(len(reader_stats) // 2)
-        collector.load.watch(
-            sum(reader_stats[2 * r] for r in readers), sum(reader_stats[2 * r + 1] for r in readers)
-        )
+        collector.load.watch(reader_stats.total_items(), reader_stats.total_seconds())
         fill = budget.held / budget.capacity
         tracker.tick(collector, reader_stats, device_stats, fill, progress.total, force=done)
         if done:

@@ -28,8 +28,8 @@ def _rejected(by_reason: dict[str, int]) -> str:
 
 
 class Progress:
-    """Reads the shared counters of readers ([items, audio s] each) and devices ([items, audio s,
-    unit] each) and shows them with the total rows done."""
+    """Reads the shared counters of readers and devices (`snactok.engine.state.Tally`: items and
+    audio seconds each, and a device's unit) and shows them with the total rows done."""
 
     def __init__(
         self,
@@ -81,7 +81,7 @@ class Progress:
             return
         self._last = now
         elapsed = max(now - self.start, 1e-9)
-        audio = sum(device_stats[3 * i + 1] for i in range(len(self.devices)))
+        audio = device_stats.total_seconds()
         if self.tty:
             self._draw(reader_stats, device_stats, done, rejected, elapsed, starting)
             return
@@ -89,7 +89,7 @@ class Progress:
         known = self.total is not None
         eta = (self.total - done) / rate if rate and known else float("inf")
         per_device = ", ".join(
-            f"{d}: {int(device_stats[3 * i])} clips {device_stats[3 * i + 1] / elapsed:.1f} s/s"
+            f"{d}: {device_stats.items(i)} clips {device_stats.seconds(i) / elapsed:.1f} s/s"
             for i, d in enumerate(self.devices)
         )
         if starting:
@@ -118,16 +118,16 @@ class Progress:
     ) -> None:
         for r in range(self.readers):
             bar = self._bars[r]
-            bar.n = int(reader_stats[2 * r])
-            bar.set_postfix_str(f"{reader_stats[2 * r + 1] / elapsed:.1f} audio s/s", refresh=False)
+            bar.n = reader_stats.items(r)
+            bar.set_postfix_str(f"{reader_stats.seconds(r) / elapsed:.1f} audio s/s", refresh=False)
             bar.refresh()
         for i in range(len(self.devices)):
             bar = self._bars[self.readers + i]
-            bar.n = int(device_stats[3 * i])
-            unit = int(device_stats[3 * i + 2])
+            bar.n = device_stats.items(i)
+            unit = device_stats.unit(i)
             shard = self.unit_names[unit] if 0 <= unit < len(self.unit_names) else "-"
             bar.set_postfix_str(
-                f"{device_stats[3 * i + 1] / elapsed:.1f} audio s/s | {shard}", refresh=False
+                f"{device_stats.seconds(i) / elapsed:.1f} audio s/s | {shard}", refresh=False
             )
             bar.refresh()
         total = self._bars[-1]

@@ -19,9 +19,9 @@ from snactok.codec.compiled import make_exact_for_compile, remember_isa_probes
 from snactok.codec.encoder import BatchEncoder, Reference, probe_clips, self_check
 from snactok.codec.weights import Weights, arch_dict, calibration_audio, load_model, random_weights_dir
 from snactok.engine.device import DeviceLoop, DevicePlan, startup_check
-from snactok.engine.ipc import Budget
 from snactok.engine.messages import Batch, Reject, Warn
 from snactok.engine.reader import Clip
+from snactok.engine.state import Budget, Tally
 
 
 def _arch(codec="snac_24khz"):
@@ -105,7 +105,7 @@ def test_out_of_memory_halves_the_batch_and_loses_no_clip(weights_dir):
     budget.take(0, sum(c.samples for c in clips))
     plan = DevicePlan(0, "cpu", weights, arch, 0, 8 * 2048, 10**9)
     results = _Sink()
-    loop = DeviceLoop(plan, encoder, results, budget, [0.0, 0.0, 0.0])
+    loop = DeviceLoop(plan, encoder, results, budget, Tally(mp.get_context("spawn"), 1))
     loop.buckets[2048] = list(clips)
     loop.flush(2048)
     loop.drain()
@@ -135,7 +135,11 @@ def test_a_clip_too_big_for_the_device_alone_is_rejected_not_lost(weights_dir):
     budget.take(0, clip.samples)
     results = _Sink()
     loop = DeviceLoop(
-        DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9), encoder, results, budget, [0.0] * 3
+        DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9),
+        encoder,
+        results,
+        budget,
+        Tally(mp.get_context("spawn"), 1),
     )
     loop.buckets[2048] = [clip]
     loop.flush(2048)
@@ -220,7 +224,7 @@ def test_a_long_clip_out_of_memory_goes_part_by_part_then_is_rejected(weights_di
             0, "cpu", weights, arch, 0, 3 * 22528, 10**9, chunk_samples=22528, overlap_samples=6144
         )
         results = _Sink()
-        loop = DeviceLoop(plan, encoder, results, budget, [0.0] * 3)
+        loop = DeviceLoop(plan, encoder, results, budget, Tally(mp.get_context("spawn"), 1))
         loop.encode_long(clip)
         (message,) = results
         assert isinstance(message, outcome) and budget.held == 0
@@ -312,7 +316,9 @@ def test_verify_reports_what_differs_and_the_last_log_line_names_the_rows(weight
     batch[0, :20000] = wave
     codes = encoder.encode(batch)
     plan = DevicePlan(0, "cpu", weights, arch, 0, 2048, 10**9)
-    loop = DeviceLoop(plan, encoder, _Sink(), None, [0.0] * 3, _reference(weights, arch))
+    loop = DeviceLoop(
+        plan, encoder, _Sink(), None, Tally(mp.get_context("spawn"), 1), _reference(weights, arch)
+    )
     assert loop.verify(clips, codes) == [(0, codes[0].size, codes[0].size)]
     loop.reference = other
     ((pos, tokens, equal),) = loop.verify(clips, codes)

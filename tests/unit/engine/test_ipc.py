@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as tmp
 
-from snactok.engine.ipc import BlockCounter, Budget, ClipChannel, Inbox, RunFlag
+from snactok.engine.ipc import ClipChannel, Inbox
+from snactok.engine.state import BlockCounter, Budget, RunFlag
 
 
 def _hold_the_lock(counter: BlockCounter, ready) -> None:
@@ -138,8 +139,9 @@ class _Unkillable:
 def test_the_way_out_never_waits_on_a_child_that_cannot_exit(caplog):
     import multiprocessing.process
 
-    from snactok.engine.ipc import Board, Inbox
+    from snactok.engine.ipc import Inbox
     from snactok.engine.processes import Child, Supervisor
+    from snactok.engine.state import Board
 
     stuck = _Unkillable()
     multiprocessing.process._children.add(stuck)
