@@ -72,19 +72,19 @@ def load_path(src: Any) -> datasets.Dataset:
         raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {root})")
     if root.is_file():
         options = {"delimiter": "\t"} if root.suffix.lower() == ".tsv" else {}
-        return _load_local(file_builder(root), src, {src["split"]: str(root)}, root, **options)
+        return _load_local(_file_builder(root), src, {src["split"]: str(root)}, root, **options)
     if src.get("data_files"):  # files picked in a folder, e.g. a Hub snapshot's Emilia/EN/*.tar
         return _load_local(str(root), src, src["data_files"], root)
     if (root / f"{root.name}.py").exists():
-        raise ConfigError(script_hint(str(root)))
-    if saved_to_disk(root):
+        raise ConfigError(_script_hint(str(root)))
+    if _saved_to_disk(root):
         return _load_saved(root, src)
     if (root / "clips").is_dir() and any(root.glob("*.tsv")):
         return load_common_voice(root, src["split"])
     split_dir = root / src["split"]
-    if split_dir.is_dir() and has_audio(split_dir):
+    if split_dir.is_dir() and _has_audio(split_dir):
         return load_audiofolder(split_dir)
-    if has_audio(root):
+    if _has_audio(root):
         return load_audiofolder(root)
     tars = sorted(root.rglob("*.tar"))
     if tars:
@@ -101,7 +101,7 @@ def _load_local(where: str, src: Any, data_files: Any, root: Path, **options: An
         raise ConfigError(_unreadable(root, src, err)) from err
 
 
-def file_builder(path: Path) -> str:
+def _file_builder(path: Path) -> str:
     builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
     if builder is None:
         raise ConfigError(
@@ -111,12 +111,12 @@ def file_builder(path: Path) -> str:
     return builder
 
 
-def saved_to_disk(root: Path) -> bool:
+def _saved_to_disk(root: Path) -> bool:
     """A dir `Dataset.save_to_disk` or `DatasetDict.save_to_disk` wrote."""
     return (root / "state.json").is_file() or (root / "dataset_dict.json").is_file()
 
 
-def saved_files(root: Path, split: str) -> list[str]:
+def _saved_files(root: Path, split: str) -> list[str]:
     """A save_to_disk dir's Arrow files in the order load_from_disk reads them."""
     if (root / "dataset_dict.json").is_file():
         splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
@@ -181,7 +181,7 @@ def load_common_voice(root: Path, split: str) -> datasets.Dataset:
     return data.add_column("audio", audio).cast_column("audio", datasets.Audio(decode=False))
 
 
-def has_audio(root: Path) -> bool:
+def _has_audio(root: Path) -> bool:
     return any(p.suffix.lower() in AUDIO_EXTENSIONS for p in root.rglob("*") if p.is_file())
 
 
@@ -256,7 +256,7 @@ def load_files(where: str, src: Any, data_files: Any = None, **options: Any) -> 
     return data
 
 
-def script_hint(name: str) -> str:
+def _script_hint(name: str) -> str:
     return (
         f"dataset {name!r} needs a loading script, which datasets >= 4 no longer runs. Read the Hub's "
         "Parquet conversion instead: set the source's `revision: refs/convert/parquet` "
@@ -297,7 +297,7 @@ def load_hub(src: Any) -> datasets.Dataset:
     except Exception as err:
         text = str(err)
         if "script" in text.lower():
-            raise ConfigError(script_hint(src["hub"])) from err
+            raise ConfigError(_script_hint(src["hub"])) from err
         raise ConfigError(
             f"cannot load dataset {src['hub']!r} (config={src['config']!r}, split={src['split']!r}): "
             f"{type(err).__name__}: {text[:300]}. Offline? Datasets already in the local HF cache load "
@@ -321,7 +321,7 @@ def load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, l
     where = src["hub"] or str(resolve_path(src["path"]))
     if src["path"] and not Path(where).exists():
         raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {where})")
-    if src["path"] and has_audio(Path(where)):
+    if src["path"] and _has_audio(Path(where)):
         raise ConfigError(
             f"dataset.streaming=true reads data files (Parquet, JSON, CSV, WebDataset), locally or "
             f"from the Hub; {where} is a folder of audio files, which is read in place already. "
@@ -329,10 +329,10 @@ def load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, l
         )
     data_files, options = src.get("data_files"), {}
     if src["path"] and Path(where).is_file():  # one local data file: its format's builder
-        where, data_files = file_builder(Path(where)), {src["split"]: where}
+        where, data_files = _file_builder(Path(where)), {src["split"]: where}
         options = {"delimiter": "\t"} if src["path"].lower().endswith(".tsv") else {}
-    elif src["path"] and saved_to_disk(Path(where)):
-        where, data_files = "arrow", {src["split"]: saved_files(Path(where), src["split"])}
+    elif src["path"] and _saved_to_disk(Path(where)):
+        where, data_files = "arrow", {src["split"]: _saved_files(Path(where), src["split"])}
     try:
         builder = source_builder(where, src, data_files, **options)
         data = builder.as_streaming_dataset(split=src["split"])
