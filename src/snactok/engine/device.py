@@ -31,7 +31,7 @@ from snactok.codec.long_clips import encode_in_parts, plan_parts
 from snactok.codec.weights import Weights, load_model
 from snactok.engine.child import POLL_SECONDS, child_setup, peak_rss_mb, reporting
 from snactok.engine.hook import reached
-from snactok.engine.ipc import ClipChannel, Outbox
+from snactok.engine.ipc import ClipChannel, Links, Outbox
 from snactok.engine.messages import Batch, Note, PeakRss, Reject, Warn, WorkerDone, WorkerReady
 from snactok.engine.reader import Clip
 from snactok.engine.state import Board, Budget, Phase, RunFlag, Tally
@@ -61,28 +61,19 @@ class DevicePlan:
         return f"device worker {self.rank} ({self.device})"
 
 
-def device_main(
-    plan: DevicePlan,
-    work: ClipChannel,
-    outbox: Outbox,
-    budget: Budget,
-    flag: RunFlag,
-    stats: Tally,
-    board: Board,
-) -> None:
+def device_main(plan: DevicePlan, links: Links, stats: Tally, outbox: Outbox) -> None:
     """A device worker process: encode until the main process says every row is done."""
     child_setup()
-    board.enter(plan.rank, Phase.LOADING)
     with reporting(outbox):
-        loop = open_device(plan, outbox, budget, stats, board)
-        loop.run(work, flag)
+        loop = open_device(plan, links, stats, outbox)
+        loop.run(links.work, links.flag)
         close_device(loop)
 
 
-def open_device(
-    plan: DevicePlan, outbox: Outbox, budget: Budget, stats: Tally, board: Board
-) -> DeviceLoop:
+def open_device(plan: DevicePlan, links: Links, stats: Tally, outbox: Outbox) -> DeviceLoop:
     """Load (and compile, and check) the encoder, and tell the main process it is ready."""
+    budget, board = links.budget, links.board
+    board.enter(plan.rank, Phase.LOADING)
     reached("starting")
     t0 = time.monotonic()
     if plan.dry_run:

@@ -25,11 +25,12 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.reduction import DupFd
 from typing import Any
 
 from snactok.engine.hook import armed, reached
-from snactok.engine.state import RunFlag
+from snactok.engine.state import Board, Budget, RunFlag
 
 
 class ClipChannel:
@@ -292,3 +293,14 @@ def _frames(buf: bytearray) -> list[tuple]:
         start = end
     del buf[:start]
     return out
+
+
+@dataclass
+class Links:
+    """What every child is given to work with the others: the clip channel, the sample budget,
+    the run flag and the Board."""
+
+    work: ClipChannel
+    budget: Budget
+    flag: RunFlag
+    board: Board

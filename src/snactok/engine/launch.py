@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snactok.engine.device import DevicePlan, device_main
-from snactok.engine.ipc import ClipChannel, Inbox
+from snactok.engine.ipc import ClipChannel, Inbox, Links
 from snactok.engine.processes import Child
 from snactok.engine.reader import Block, ReaderPlan, reader_main
 from snactok.engine.signals import READER_ENV
@@ -32,6 +32,10 @@ class Shared:
     reader_stats: Tally  # per reader: rows sent to the device workers
     device_stats: Tally  # per device worker: clips encoded; its unit is the Board's
     next_block: BlockCounter
+
+    @property
+    def links(self) -> Links:
+        return Links(self.work, self.budget, self.flag, self.board)
 
     @classmethod
     def create(cls, ctx: Any, queue_samples: int, readers: int, devices: int) -> Shared:
@@ -103,7 +107,7 @@ def spawn(ctx: Any, shared: Shared, devices: list[DevicePlan], readers: list[Rea
         outbox, pipe = s.inbox.outbox_for(plan.name)
         process = ctx.Process(
             target=device_main,
-            args=(plan, s.work, outbox, s.budget, s.flag, s.device_stats, s.board),
+            args=(plan, s.links, s.device_stats, outbox),
             name=f"snactok-dev-{plan.rank}",
             daemon=True,
         )
@@ -116,7 +120,7 @@ def spawn(ctx: Any, shared: Shared, devices: list[DevicePlan], readers: list[Rea
         outbox, pipe = s.inbox.outbox_for(name)
         process = ctx.Process(
             target=reader_main,
-            args=(plan, s.next_block, s.work, outbox, s.budget, s.flag, s.reader_stats, s.board),
+            args=(plan, s.links, s.next_block, s.reader_stats, outbox),
             name=f"snactok-read-{plan.rank}",
             daemon=True,
         )

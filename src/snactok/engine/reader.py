@@ -16,9 +16,9 @@ import torch
 
 from snactok.engine.child import POLL_SECONDS, child_setup, peak_rss_mb, reporting
 from snactok.engine.hook import reached
-from snactok.engine.ipc import ClipChannel, Outbox
+from snactok.engine.ipc import Links, Outbox
 from snactok.engine.messages import PeakRss, Reject, UnitRead
-from snactok.engine.state import BlockCounter, Board, Budget, Phase, RunFlag, Tally
+from snactok.engine.state import BlockCounter, Phase, Tally
 from snactok.inputs.audio import Rejected, Resampler, check_audio, decode
 from snactok.inputs.units import Unit
 
@@ -83,118 +83,98 @@ class ReaderPlan:
 
 
 def reader_main(
-    plan: ReaderPlan,
-    next_block: BlockCounter,
-    work: ClipChannel,
-    outbox: Outbox,
-    budget: Budget,
-    flag: RunFlag,
-    stats: Tally,
-    board: Board,
+    plan: ReaderPlan, links: Links, next_block: BlockCounter, stats: Tally, outbox: Outbox
 ) -> None:
     """A reader process: decode rows block by block until the run ends."""
     child_setup()
-    serve_reader(plan, next_block, work, outbox, budget, flag, stats, board)
+    Reader(plan, links, next_block, stats, outbox).serve()
 
 
-def serve_reader(
-    plan: ReaderPlan,
-    next_block: BlockCounter,
-    work: ClipChannel,
-    outbox: Outbox,
-    budget: Budget,
-    flag: RunFlag,
-    stats: Tally,
-    board: Board,
-) -> None:
-    """Decode rows block by block; send clips to the workers and rejects to the main process.
+class Reader:
+    """Decodes rows block by block; sends clips to the workers and rejects to the main process.
     Its own process's body, or a thread's with `runtime.inprocess=true`."""
-    with reporting(outbox):
-        reached("starting")
-        resample = Resampler(plan.sample_rate)
-        while flag.running:
-            k = next_block.take()
-            if k >= len(plan.blocks):
-                break
-            if not _read_block(plan.blocks[k], plan, resample, work, outbox, budget, flag, stats, board):
-                return
-        board.enter(plan.slot, Phase.IDLE)
-        outbox.send(PeakRss(f"reader {plan.rank}", peak_rss_mb()))
-        reached("idle")
-        # Queued tensors are shared by file descriptor, served by this process: stay alive until
-        # every row is done.
-        while flag.running:
-            time.sleep(POLL_SECONDS / 5)
 
+    def __init__(
+        self, plan: ReaderPlan, links: Links, next_block: BlockCounter, stats: Tally, outbox: Outbox
+    ):
+        self.plan = plan
+        self.links = links
+        self.next_block = next_block
+        self.stats = stats
+        self.outbox = outbox
 
-def _read_block(
-    block: Block,
-    plan: ReaderPlan,
-    resample: Resampler,
-    work: ClipChannel,
-    outbox: Outbox,
-    budget: Budget,
-    flag: RunFlag,
-    stats: Tally,
-    board: Board,
-) -> bool:
-    """Read one block's rows into the channel; False if the run stopped meanwhile."""
-    unit = block.unit
-    board.enter(plan.slot, Phase.READING, unit)
-    rows = 0
-    for index, row in plan.sources[block.source].read(block.start, block.stop, block.shard):
-        rows += 1
-        clip = _read_row(row, unit, block.source, index, plan, resample, outbox)
-        board.step(plan.slot)
-        if clip is None:
-            continue
-        if not budget.fits(clip.samples):
-            board.enter(plan.slot, Phase.BUDGET, unit)
-            reached("budget")
-            if not budget.wait_for(clip.samples, flag):
+    def serve(self) -> None:
+        plan, flag, board = self.plan, self.links.flag, self.links.board
+        with reporting(self.outbox):
+            reached("starting")
+            resample = Resampler(plan.sample_rate)
+            while flag.running:
+                k = self.next_block.take()
+                if k >= len(plan.blocks):
+                    break
+                if not self._read_block(plan.blocks[k], resample):
+                    return
+            board.enter(plan.slot, Phase.IDLE)
+            self.outbox.send(PeakRss(f"reader {plan.rank}", peak_rss_mb()))
+            reached("idle")
+            # Queued tensors are shared by file descriptor, served by this process: stay alive
+            # until every row is done.
+            while flag.running:
+                time.sleep(POLL_SECONDS / 5)
+
+    def _read_block(self, block: Block, resample: Resampler) -> bool:
+        """Read one block's rows into the channel; False if the run stopped meanwhile."""
+        plan, budget, flag, board = self.plan, self.links.budget, self.links.flag, self.links.board
+        unit = block.unit
+        board.enter(plan.slot, Phase.READING, unit)
+        rows = 0
+        for index, row in plan.sources[block.source].read(block.start, block.stop, block.shard):
+            rows += 1
+            clip = self._read_row(row, unit, block.source, index, resample)
+            board.step(plan.slot)
+            if clip is None:
+                continue
+            if not budget.fits(clip.samples):
+                board.enter(plan.slot, Phase.BUDGET, unit)
+                reached("budget")
+                if not budget.wait_for(clip.samples, flag):
+                    return False
+                board.enter(plan.slot, Phase.READING, unit)
+            budget.take(plan.rank, clip.samples)
+            if not self.links.work.put(clip, flag):
                 return False
-            board.enter(plan.slot, Phase.READING, unit)
-        budget.take(plan.rank, clip.samples)
-        if not work.put(clip, flag):
-            return False
-        stats.add(plan.rank, 1, clip.meta["duration"])
-        reached("reading")
-    if block.shard is not None:  # a streamed shard's row count is known only now
-        outbox.send(UnitRead(unit, rows))
-    return True
+            self.stats.add(plan.rank, 1, clip.meta["duration"])
+            reached("reading")
+        if block.shard is not None:  # a streamed shard's row count is known only now
+            self.outbox.send(UnitRead(unit, rows))
+        return True
 
-
-def _read_row(
-    row: dict,
-    unit: int,
-    source: int,
-    index: int,
-    plan: ReaderPlan,
-    resample: Resampler,
-    outbox: Outbox,
-) -> Clip | None:
-    try:
-        text = row["text"]
-        if not isinstance(text, str):
-            raise Rejected("bad_text", f"text is {type(text).__name__}, not a string")
-        audio, rate = decode(row["audio"])
-        check_audio(audio, rate, plan.min_samples, plan.max_duration)
-        wave = resample(audio, rate)
-    except Rejected as rej:
-        outbox.send(Reject(unit, index, _row_id(row), rej.reason, rej.detail))
-        return None
-    speaker = row["speaker"]
-    meta = {
-        "id": _row_id(row),
-        "text": text,
-        "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
-        "duration": round(audio.shape[0] / rate, 6),
-        "read_at": time.monotonic(),  # system-wide clock: the main process times the commit by it
-    }
-    if "keep" in row:
-        meta["keep"] = row["keep"]
-    verify = chosen_for_verify(source, index, plan.verify_fraction)
-    return Clip(unit, index, meta, wave, verify)
+    def _read_row(
+        self, row: dict, unit: int, source: int, index: int, resample: Resampler
+    ) -> Clip | None:
+        plan = self.plan
+        try:
+            text = row["text"]
+            if not isinstance(text, str):
+                raise Rejected("bad_text", f"text is {type(text).__name__}, not a string")
+            audio, rate = decode(row["audio"])
+            check_audio(audio, rate, plan.min_samples, plan.max_duration)
+            wave = resample(audio, rate)
+        except Rejected as rej:
+            self.outbox.send(Reject(unit, index, _row_id(row), rej.reason, rej.detail))
+            return None
+        speaker = row["speaker"]
+        meta = {
+            "id": _row_id(row),
+            "text": text,
+            "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
+            "duration": round(audio.shape[0] / rate, 6),
+            "read_at": time.monotonic(),  # system-wide clock: the main process times the commit
+        }
+        if "keep" in row:
+            meta["keep"] = row["keep"]
+        verify = chosen_for_verify(source, index, plan.verify_fraction)
+        return Clip(unit, index, meta, wave, verify)
 
 
 def _row_id(row: dict) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from snactok.engine.child import POLL_SECONDS
 from snactok.engine.collector import Collector
 from snactok.engine.devices import default_readers, resolve_devices, usable_cores
 from snactok.engine.estimate import make_plan, remember_rate
+from snactok.engine.inprocess import LocalDevice, check_inprocess, reader_threads
 from snactok.engine.launch import Shared, device_plans, reader_plans, spawn
 from snactok.engine.messages import (
     Batch,
@@ -67,6 +69,8 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     _check_hub_token(conf["save"]["hub_repo"])
     rt = conf["runtime"]
     devices = resolve_devices(rt["devices"])
+    if rt["inprocess"]:
+        check_inprocess(devices)
     sources = open_sources(conf["dataset"], rt["max_rows"])
     units = plan_units(sources, conf["output"]["lines_per_file"])
     mine = job_units(units, rt["num_jobs"], rt["job_index"])
@@ -270,18 +274,20 @@ def _execute(
     collector.readers = num_readers
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
-    with usr2_blocked():
-        resource_tracker.ensure_running()
+    if not rt["inprocess"]:
+        with usr2_blocked():
+            resource_tracker.ensure_running()
     shared = Shared.create(ctx, rt["queue_samples"], num_readers, len(devices))
     todo = [u for u in units if u.index in collector.state]
     blocks = read_blocks(todo, rt["read_block_rows"])
     _warn_cpu_threads(rt["cpu_threads"])
-    children = spawn(
-        ctx,
-        shared,
-        device_plans(conf, devices, weights, chunking),
-        reader_plans(conf, sources, blocks, num_readers, len(devices)),
-    )
+    workers = device_plans(conf, devices, weights, chunking)
+    readers = reader_plans(conf, sources, blocks, num_readers, len(devices))
+    if rt["inprocess"]:
+        log.info("runtime.inprocess=true: readers in threads, the device loop in this process")
+        children = reader_threads(shared, readers)
+    else:
+        children = spawn(ctx, shared, workers, readers)
     rows = [u.rows for u in todo]
     names = [u.name for u in units]
     total = None if None in rows else sum(rows)
@@ -292,7 +298,8 @@ def _execute(
         with stop_on_signals():
             with child_env({"GLIBC_TUNABLES": MALLOC_TUNABLES}), usr2_blocked():
                 supervisor.start()
-            _collect(supervisor, shared, collector, progress, tracker)
+            step = LocalDevice(workers[0], shared).step if rt["inprocess"] else None
+            _collect(supervisor, shared, collector, progress, tracker, step)
             clean = True
     finally:
         shared.flag.stop()
@@ -307,9 +314,11 @@ def _collect(
     collector: Collector,
     progress: Progress,
     tracker: Tracker,
+    step: Callable[[], bool] | None = None,
 ) -> None:
     """Handle children's messages until every row is written or rejected and every device worker
-    has reported back.
+    has reported back. `step` is the in-process device loop's (runtime.inprocess): it runs
+    between polls and waits for clips itself while it works.
 
     The end is decided by counting rows, not by readers finishing: a reader's last clip can reach
     the workers after its last message reaches us. Children are checked every half second, busy or
@@ -322,7 +331,8 @@ def _collect(
     while True:
         if collector.complete:
             shared.flag.finish()
-        for sender, msg in supervisor.inbox.poll(POLL_SECONDS):
+        working = step is not None and step()
+        for sender, msg in supervisor.inbox.poll(0 if working else POLL_SECONDS):
             _handle(sender, msg, collector, supervisor, finished)
         collector.drain_writes()
         supervisor.check()
