@@ -8,7 +8,6 @@ collects tokens and rejects, and commits each unit's shard once all its rows are
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker
@@ -18,11 +17,8 @@ from typing import Any
 import torch.multiprocessing as tmp
 from omegaconf import DictConfig, OmegaConf
 
-from snactok.codec import dryrun
 from snactok.codec.encoder import CPU_THREADS
-from snactok.codec.layout import pad_multiple
-from snactok.codec.long_clips import overlap_for, receptive_field
-from snactok.codec.weights import RANDOM, Weights, random_weights_dir, resolve_weights
+from snactok.codec.weights import Weights
 from snactok.config.checks import check_config
 from snactok.engine.child import POLL_SECONDS
 from snactok.engine.collector import Collector
@@ -42,6 +38,7 @@ from snactok.engine.messages import (
     WorkerDone,
     WorkerReady,
 )
+from snactok.engine.model import weights_and_chunking
 from snactok.engine.processes import Supervisor
 from snactok.engine.reader import read_blocks
 from snactok.engine.signals import MALLOC_TUNABLES, Interrupted, child_env, stop_on_signals, usr2_blocked
@@ -52,7 +49,7 @@ from snactok.inputs.units import Unit, job_units, plan_units
 from snactok.monitor.progress import Progress
 from snactok.monitor.tracking import Tracker
 from snactok.output.formats import save_local
-from snactok.output.provenance import DRY_RUN_NOTE, header, host
+from snactok.output.provenance import header, host
 from snactok.output.resume import open_run_dir, resume_target
 
 log = logging.getLogger(__name__)
@@ -76,7 +73,7 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     mine = job_units(units, rt["num_jobs"], rt["job_index"])
     if rt["plan"]:
         return make_plan(conf, sources, units, mine, devices, run_dir)
-    weights, chunking = _weights_and_chunking(cfg, conf)
+    weights, chunking = weights_and_chunking(cfg, conf)
     first = header(conf, weights, sources, devices, chunking, units)
     target = resume_target(rt["resume"], run_dir)
     if target != run_dir:
@@ -105,20 +102,6 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
         tracker.finish(summary, collector.committed)
     _save(conf, collector, target)
     return summary
-
-
-def _weights_and_chunking(cfg: DictConfig, conf: dict) -> tuple[Weights, dict[str, Any]]:
-    """The weights every worker loads (a dry run's stand-in, or materialised random ones), and
-    how long clips are cut."""
-    rt = conf["runtime"]
-    cache_dir = Path(rt["cache_dir"])
-    if rt["dry_run"]:
-        log.warning(DRY_RUN_NOTE)
-        return dryrun.WEIGHTS, plan_chunking(conf["codec"], None, cache_dir)
-    weights = resolve_weights(cfg.codec)
-    if weights.kind == RANDOM:
-        weights = _materialise_random(conf["codec"]["arch"], rt["seed"], cache_dir)
-    return weights, plan_chunking(conf["codec"], rt["max_chunk_seconds"], cache_dir)
 
 
 def _log_start(
@@ -199,28 +182,6 @@ def _publish(run_dir: Path, repo: str, private: bool) -> None:
     log.info("published %s to %s", run_dir, url)
 
 
-def plan_chunking(codec: dict, max_chunk_seconds: float | None, cache_dir: Path) -> dict[str, Any]:
-    """Chunk and overlap sizes for long clips, from the encoder's measured receptive field.
-
-    A chunk (overlaps included) holds at most `max_chunk_seconds` of audio, rounded down to the
-    pad unit, and at least one pad unit more than its two overlaps.
-    """
-    arch = codec["arch"]
-    if max_chunk_seconds is None:
-        return {"chunk_samples": None, "overlap_samples": 0}
-    rf = receptive_field(arch, cache_dir.expanduser() / "receptive_field")
-    overlap, unit = overlap_for(arch, rf), pad_multiple(arch)
-    chunk = int(max_chunk_seconds * arch["sampling_rate"]) // unit * unit
-    if chunk < 2 * overlap + unit:
-        shortest = (2 * overlap + unit) / arch["sampling_rate"]
-        raise ConfigError(
-            f"runtime.max_chunk_seconds={max_chunk_seconds} is too short for {codec['name']}: a chunk "
-            f"needs {overlap} samples of context on each side plus one pad unit of {unit}; use "
-            f"runtime.max_chunk_seconds >= {math.ceil(shortest * 100) / 100} (or null: never chunk)"
-        )
-    return {"chunk_samples": chunk, "overlap_samples": overlap, "receptive_field": list(rf)}
-
-
 def _log_resumable(err: BaseException, collector: Collector, target: Path, resume: str | None) -> None:
     how = "runtime.resume=auto" if resume == "auto" else f"runtime.resume={target}"
     what = "interrupted by Ctrl-C" if isinstance(err, KeyboardInterrupt) else str(err)
@@ -235,16 +196,6 @@ def _log_resumable(err: BaseException, collector: Collector, target: Path, resum
         target / "shards",
         how,
     )
-
-
-def _materialise_random(arch: dict, seed: int, cache_dir: Path) -> Weights:
-    """Build the seeded, calibrated random SNAC once and save it, so every worker loads the same."""
-    log.warning(
-        "codec.weights=random: a seeded, calibrated RANDOM SNAC. Its tokens are MEANINGLESS; use it "
-        "for smoke runs only. The manifest records it."
-    )
-    path = random_weights_dir(arch, seed, cache_dir.expanduser() / "random_weights")
-    return Weights(kind=RANDOM, name=RANDOM, path=str(path))
 
 
 def _warn_cpu_threads(cpu_threads: int | None) -> None:
