@@ -6,10 +6,17 @@ Nothing here reaches the network: HF_HUB_OFFLINE=1 for this process and every ch
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
+from fake_hub import REPO, URL
 from helpers import SPLIT_ARGS, assert_codes_spread, compose_cfg, run_cli
+from huggingface_hub import HfApi, RepoUrl
+from huggingface_hub.hf_api import DatasetInfo
+from huggingface_hub.utils import filter_repo_objects
 
 from snactok.codec.encoder import set_cpu_numerics
 from snactok.codec.weights import arch_dict, random_snac, save_pretrained
@@ -74,3 +81,28 @@ def split_reference(tmp_path_factory, weights_dir):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """The Hub stand-in (tests/fake_hub.py): an autospec HfApi whose upload_folder copies the
+    files it would send into `uploaded`."""
+    api = mock.create_autospec(HfApi, instance=True)
+    api.create_repo.return_value = RepoUrl(URL)
+    api.repo_info.return_value = DatasetInfo(id=REPO, private=True)
+    uploaded = tmp_path / "uploaded"
+    seen: dict = {}
+
+    def upload_folder(*, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
+        folder = Path(folder_path)
+        files = [p.relative_to(folder).as_posix() for p in sorted(folder.glob("**/*")) if p.is_file()]
+        seen["links"] = {f for f in files if (folder / f).is_symlink()}
+        for rel in filter_repo_objects(
+            files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns
+        ):
+            (uploaded / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / rel, uploaded / rel)
+        return mock.DEFAULT
+
+    api.upload_folder.side_effect = upload_folder
+    return SimpleNamespace(api=api, uploaded=uploaded, seen=seen)

@@ -204,3 +204,14 @@ def common_voice_language(root: Path, lang: str, mp3s: list[str]) -> list[dict]:
         lines += ["\t".join(r.get(c, "") for c in CV_COLUMNS) for r in part]
         (root / lang / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return rows[:-1]
+
+
+def assert_png(path: Path) -> tuple[int, int]:
+    """A real PNG, fully decodable, bigger than a thumbnail; returns its size."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.format == "PNG", path
+        img.load()  # decodes every pixel: a truncated file raises here
+        assert img.width > 100 and img.height > 100, (path, img.size)
+        return img.size
