@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import make_demo_data as demo  # scripts/ is on sys.path when this file runs
@@ -36,6 +36,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from snactok.output.rundir import read_run
 
 REPO = Path(__file__).resolve().parents[1]
 GFLOP_PER_AUDIO_SECOND = {"snac_24khz": 4.79, "snac_32khz": 13.8, "snac_44khz": 19.1}
@@ -354,7 +356,7 @@ def encode_run(codec: str, data: Path, rows: int, cache: Path) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"encode.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads((out / "manifest.jsonl").read_text().splitlines()[-1])
+    summary = read_run(out).summary.record  # the run's totals (snactok.output.rundir)
     tokens = shard_tokens(out)
     shutil.rmtree(out, ignore_errors=True)
     worker = summary["workers"]["0"]
@@ -376,7 +378,7 @@ def shard_tokens(run_dir: Path) -> dict[str, np.ndarray]:
     from snactok.output.formats import read_shard
 
     tokens = {}
-    for shard in sorted((run_dir / "shards").glob("*.jsonl.gz")):
+    for shard in read_run(run_dir).shard_files(format="jsonl"):
         for r in read_shard(shard):
             layers = sorted(k for k in r if k.startswith("snac_layer_"))
             tokens[Path(str(r["id"])).name] = np.concatenate([np.asarray(r[k]) for k in layers])
@@ -392,7 +394,7 @@ def render(r: dict, args: argparse.Namespace) -> str:
     runs = r["c"]["runs"]
     rss_n, rss_2n = runs["warm_n"]["peak_rss_mb"], runs["warm_2n"]["peak_rss_mb"]
     lines = [
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {m['cpu']}, "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {m['cpu']}, "
         f"{m['cores']} cores, {m['ram_gib']} GiB RAM, GPU: {m['gpu']}, torch {m['torch']}.",
         f"Command: `{' '.join(['python', 'scripts/benchmark.py', *sys.argv[1:]])}`. "
         f"Data: {r['clips']} clips, {r['a']['audio_s'] / 60:.1f} min of audio; "

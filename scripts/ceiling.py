@@ -40,6 +40,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from snactok.output.rundir import read_run
+
 REPO = Path(__file__).resolve().parents[1]
 MARK_START, MARK_END = "<!-- ceiling:start -->", "<!-- ceiling:end -->"
 TARGET_RATE = 24000
@@ -266,7 +268,7 @@ def dry_run(data: Path, root: Path, codec: str, readers: int, extra: list[str]) 
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    summary = json.loads((out / "manifest.jsonl").read_text().splitlines()[-1])
+    summary = read_run(out).summary.record  # the run's totals (snactok.output.rundir)
     shutil.rmtree(out, ignore_errors=True)
     main = summary["main_process"]
     result = {

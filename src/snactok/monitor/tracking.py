@@ -23,7 +23,6 @@ from snactok.output.rundir import METRICS, job_dirs, read_run
 
 log = logging.getLogger(__name__)
 
-WANDB_MODES = ("online", "offline", "disabled")
 SHARD_COLUMNS = ("file", "rows", "rejected", "bytes", "audio_seconds", "compression_vs_pcm16")
 
 
