@@ -215,3 +215,13 @@ def assert_png(path: Path) -> tuple[int, int]:
         img.load()  # decodes every pixel: a truncated file raises here
         assert img.width > 100 and img.height > 100, (path, img.size)
         return img.size
+
+
+def refused(args: list[str], run_dir: Path, weights: Path) -> str:
+    """`encode.py <args>` on runtime=debug that must stop as a config error (exit 2, before any
+    process starts); returns what it printed."""
+    proc = run_cli([*args, f"codec.weights={weights}", "runtime=debug", f"hydra.run.dir={run_dir}"])
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    return text

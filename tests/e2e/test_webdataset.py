@@ -14,7 +14,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, local_dataset, run_cli, run_rows
+from helpers import ROOT, local_dataset, refused, run_cli, run_rows
 
 from snactok.errors import ConfigError
 from snactok.inputs.sources import open_sources
@@ -136,18 +136,12 @@ def test_a_folder_of_flac_tars_reads_with_json_fields(tmp_path, weights_dir):
 def test_a_json_field_that_is_not_there_fails_before_anything_starts(tmp_path, weights_dir):
     folder = tmp_path / "wds"
     _flac_tars(folder)
-    proc = run_cli(
-        [
-            "dataset=local_folder",
-            f"dataset.path={folder}",
-            "dataset.sources.0.text_column=json.transcript",
-            f"codec.weights={weights_dir('snac_24khz')}",
-            "runtime=debug",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ]
-    )
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 2, text[-3000:]
+    args = [
+        "dataset=local_folder",
+        f"dataset.path={folder}",
+        "dataset.sources.0.text_column=json.transcript",
+    ]
+    text = refused(args, tmp_path / "run", weights_dir("snac_24khz"))
     assert "dataset column 'json' has no field 'transcript'" in text, text[-3000:]
     assert (
         "its fields are ['text', 'speaker']: e.g. dataset.sources.0.text_column=json.text" in text
