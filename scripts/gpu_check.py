@@ -40,42 +40,67 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible: run this on a GPU machine")
 
-    from omegaconf import OmegaConf
+    from snactok.codec.encoder import Reference, prepare_device
+    from snactok.codec.weights import calibration_audio, load_model
 
-    from snactok.codec.encoder import BatchEncoder, Reference, prepare_device, probe_clips, self_check
-    from snactok.codec.weights import Weights, calibration_audio, load_model, random_weights_dir
-    from snactok.engine.launch import DEFAULT_BATCH_SAMPLES
-
-    arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{args.codec}.yaml").arch)
-    wdir = (
-        Path(args.weights)
-        if args.weights
-        else random_weights_dir(arch, 0, Path("~/.cache/snactok/random_weights").expanduser())
-    )
-    weights = Weights("local", str(wdir), str(wdir))
+    arch, weights = codec_weights(args.codec, args.weights)
     device = prepare_device(args.device)
-    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, weights {wdir}")
+    print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, weights {weights.path}")
     print(
         f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} matmul.allow_tf32="
         f"{torch.backends.cuda.matmul.allow_tf32} (torch's defaults, kept)"
     )
-    rate = arch["sampling_rate"]
-    speech = calibration_audio(rate, seconds=20.0, clip_seconds=1.0).reshape(-1)
+    speech = calibration_audio(arch["sampling_rate"], seconds=20.0, clip_seconds=1.0).reshape(-1)
     rng = np.random.default_rng(0)
-    clips = []
-    for n in rng.integers(int(0.2 * rate), int(6 * rate), 40):
-        start = int(rng.integers(0, len(speech) - n))
-        clips.append(speech[start : start + n].clone() * float(rng.uniform(0.3, 2.0)))
-
+    clips = random_clips(speech, arch["sampling_rate"], rng)
     reference = Reference(load_model(weights, arch, fold=False), device)
     first = [reference.tokens(c) for c in clips[:8]]
     again = [reference.tokens(c) for c in clips[:8]]
     print("1. reference, first vs later calls:", _share(again, first))
     want = [reference.tokens(c) for c in clips]
+    check_fast_paths(arch, weights, device, reference, clips, want, rng)
+    long = [
+        speech[: int(5 * arch["sampling_rate"])].clone() for _ in range(max(1, int(args.seconds / 5)))
+    ]
+    check_speed(arch, weights, device, reference, long, clips, want)
+    check_encode_py(args.codec, weights.path, args.device)
 
-    batch_samples = DEFAULT_BATCH_SAMPLES["cuda"]
+
+def codec_weights(codec: str, weights_dir: str | None):
+    """The codec's arch, and the weights to test: `weights_dir`, else random ones (cached)."""
+    from omegaconf import OmegaConf
+
+    from snactok.codec.weights import Weights, random_weights_dir
+
+    arch = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "codec" / f"{codec}.yaml").arch)
+    wdir = (
+        Path(weights_dir)
+        if weights_dir
+        else random_weights_dir(arch, 0, Path("~/.cache/snactok/random_weights").expanduser())
+    )
+    return arch, Weights("local", str(wdir), str(wdir))
+
+
+def random_clips(speech: torch.Tensor, rate: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """40 clips of 0.2-6 s cut from `speech` at random, at random gains."""
+    clips = []
+    for n in rng.integers(int(0.2 * rate), int(6 * rate), 40):
+        start = int(rng.integers(0, len(speech) - n))
+        clips.append(speech[start : start + n].clone() * float(rng.uniform(0.3, 2.0)))
+    return clips
+
+
+def check_fast_paths(arch, weights, device, reference, clips, want, rng) -> None:
+    """2-3: the fast path's fixed-shape batches against the reference, and against themselves in
+    another company and order."""
+    from snactok.codec.encoder import BatchEncoder, probe_clips, self_check
+    from snactok.codec.weights import load_model
+    from snactok.engine.launch import DEFAULT_BATCH_SAMPLES
+
     for compiled in (False, True):
-        enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, None, batch_samples)
+        enc = BatchEncoder(
+            load_model(weights, arch), device, arch, compiled, None, DEFAULT_BATCH_SAMPLES["cuda"]
+        )
         enc.warm_up()
         verdict = self_check(enc, reference, probe_clips(arch))
         got = encode_grouped(enc, clips, order=range(len(clips)))
@@ -87,11 +112,19 @@ def main() -> None:
         )
         print(f"3. {name}, other company and order vs first order: {_share(shuffled, got)}")
 
-    long = [speech[: int(5 * rate)].clone() for _ in range(max(1, int(args.seconds / 5)))]
+
+def check_speed(arch, weights, device, reference, long, clips, want) -> None:
+    """4: the reference's and each fast path's throughput; bf16's agreement with fp32."""
+    from snactok.codec.encoder import BatchEncoder
+    from snactok.codec.weights import load_model
+    from snactok.engine.launch import DEFAULT_BATCH_SAMPLES
+
     ref_rate = throughput(lambda: [reference.tokens(c) for c in long], len(long) * 5.0)
     print(f"4. reference (batch 1, eager): {ref_rate:.0f}x real time")
     for compiled, autocast in ((False, None), (True, None), (True, "bf16")):
-        enc = BatchEncoder(load_model(weights, arch), device, arch, compiled, autocast, batch_samples)
+        enc = BatchEncoder(
+            load_model(weights, arch), device, arch, compiled, autocast, DEFAULT_BATCH_SAMPLES["cuda"]
+        )
         enc.warm_up()
         r = throughput(lambda enc=enc: encode_grouped(enc, long, range(len(long))), len(long) * 5.0)
         extra = ""
@@ -102,14 +135,17 @@ def main() -> None:
             f"{r:.0f}x real time ({r / ref_rate:.1f}x the reference){extra}"
         )
 
+
+def check_encode_py(codec: str, weights_dir: str, device: str) -> None:
+    """5: encode.py on the demo set on this device, every row verified; its ready/verified lines."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [
             sys.executable,
             str(REPO / "encode.py"),
             "dataset=demo",
-            f"codec={args.codec}",
-            f"codec.weights={wdir}",
-            f"runtime.devices=[{args.device}]",
+            f"codec={codec}",
+            f"codec.weights={weights_dir}",
+            f"runtime.devices=[{device}]",
             "runtime.verify_fraction=1",
             "wandb.mode=disabled",
             f"hydra.run.dir={out}",
