@@ -4,8 +4,10 @@ stop the run resumably, children begin with SIGUSR2 blocked, and the environment
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,8 @@ MALLOC_TUNABLES = (
     "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:"
     "glibc.malloc.top_pad=268435456"
 )
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -44,7 +48,7 @@ def stop_on_signals() -> Iterator[None]:
 
     def handler(signum: int, frame: Any) -> None:
         if callable(previous[signum]):
-            previous[signum](signum, frame)
+            _hand_over(previous[signum], signum, frame)
             return
         raise Interrupted(signum)
 
@@ -55,6 +59,21 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _hand_over(previous: Any, signum: int, frame: Any) -> None:
+    """Call the handler that was there before (submitit's). Its `scontrol requeue` can be killed
+    by the SIGTERM Slurm sends this job *because* it requeued it, before scontrol exits; the
+    requeue went through, so this attempt ends as submitit's own handler ends it, with
+    SystemExit(-1), which records no result and leaves the requeued job to continue (a
+    CalledProcessError would be recorded as the job's failure and end the sweep)."""
+    try:
+        previous(signum, frame)
+    except subprocess.CalledProcessError as err:
+        if err.returncode != -signal.SIGTERM or "requeue" not in err.cmd:
+            raise
+        log.warning("`%s` was stopped by the SIGTERM of its own requeue: exiting for it", err.cmd)
+        raise SystemExit(-1) from err
 
 
 @contextlib.contextmanager

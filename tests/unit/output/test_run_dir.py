@@ -3,13 +3,8 @@ differences, Hub commits from the local cache, and who decides on SIGTERM / SIGU
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import pytest
 
-from snactok.engine.signals import Interrupted, stop_on_signals
 from snactok.errors import ConfigError
 from snactok.inputs.layouts import hub_dataset_commit
 from snactok.output.resume import differences, repair_jsonl
@@ -60,23 +55,3 @@ def test_a_hub_dataset_revision_resolves_to_its_commit_from_the_cache(tmp_path, 
     assert hub_dataset_commit("me/speech", "refs/convert/parquet") == SHA[::-1]
     assert hub_dataset_commit("me/speech", SHA) == SHA  # already a commit
     assert hub_dataset_commit("me/other", None) is None  # unknown: the name stays in the fingerprint
-
-
-def test_sigterm_stops_the_run_unless_a_handler_was_already_there():
-    """Plain runs stop on SIGTERM; under submitit, whose handler is installed first, that handler
-    decides (it requeues and exits) and is called instead."""
-    with pytest.raises(Interrupted) as stopped, stop_on_signals():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises at once
-    assert stopped.value.signum == signal.SIGTERM
-
-    seen = []
-    before = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
-    try:
-        with stop_on_signals():
-            os.kill(os.getpid(), signal.SIGUSR2)
-            time.sleep(0.1)
-        assert seen == [signal.SIGUSR2]
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored on the way out
-    finally:
-        signal.signal(signal.SIGUSR2, before)
