@@ -9,8 +9,6 @@ from pathlib import Path
 import datasets
 import yaml
 
-from snactok.output.formats import read_shard
-
 REPO = "me/demo-snac"
 URL = f"https://huggingface.co/datasets/{REPO}"
 
@@ -28,10 +26,6 @@ def card(root: Path) -> tuple[dict, str]:
 def load_repo(root: Path, cache: Path) -> datasets.Dataset:
     """`load_dataset` of a folder with no data_files: the card's configs choose them."""
     return datasets.load_dataset(str(root), split="train", cache_dir=str(cache))
-
-
-def run_rows(run_dir: Path) -> list[dict]:
-    return [row for p in sorted((run_dir / "shards").glob("*.jsonl.gz")) for row in read_shard(p)]
 
 
 def code_block(body: str, heading: str) -> str:

@@ -10,9 +10,9 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from fake_hub import REPO, URL, card, code_block, load_repo, run_rows, uploaded_files
+from fake_hub import REPO, URL, card, code_block, load_repo, uploaded_files
 from fake_run import LABEL
-from helpers import FAKE_SHA, populate_hf_cache, run_cli
+from helpers import FAKE_SHA, populate_hf_cache, run_cli, run_rows
 
 from snactok.tools.publish import publish
 

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_hub import REPO, URL, card, code_block, load_repo, run_rows, uploaded_files
+from fake_hub import REPO, URL, card, code_block, load_repo, uploaded_files
 from fake_run import LABEL, WEIGHTS_SHA256, make_run, orpheus_codes
-from helpers import FAKE_SHA, ROOT
+from helpers import FAKE_SHA, ROOT, run_rows
 from huggingface_hub.hf_api import DatasetInfo
 
 from snactok.output.files import sha256_file
