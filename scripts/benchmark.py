@@ -156,11 +156,10 @@ def speech_set(minutes: float, root: Path) -> Path:
 
 
 def clip_rows(conf) -> list[dict]:
-    from omegaconf import OmegaConf
-
+    from snactok.config.schema import typed
     from snactok.inputs.sources import open_sources
 
-    (source,) = open_sources(OmegaConf.to_container(conf, resolve=True)["dataset"], None)
+    (source,) = open_sources(typed(conf).dataset, None)
     return list(source.rows(0, source.num_rows))
 
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -181,8 +182,7 @@ def reader_cost(kind_dir: Path, rounds: int = 3) -> dict:
     set_cpu_numerics()  # a reader's torch threads
     parquet = kind_dir / "data.parquet"
     path = parquet if parquet.exists() else kind_dir / "data"
-    cfg = {"streaming": False, "reshard": False, "languages": [], "sources": [_source(path)]}
-    source = open_sources(cfg, None)[0]
+    source = open_sources(_dataset(path), None)[0]
     _ours(source, 1), _raw(path, 1)  # imports, kernels, first-call costs
     best = {"ours": float("inf"), "raw": float("inf")}
     for i in range(rounds):
@@ -217,12 +217,11 @@ def _raw(path: Path, limit: int | None = None) -> float:
     return audio_s
 
 
-def _source(path: Path) -> dict:
-    from omegaconf import OmegaConf
+def _dataset(path: Path) -> Any:
+    """The typed `dataset` config of one local source, with the schema's defaults."""
+    from snactok.config.schema import DatasetConfig, SourceConfig
 
-    from snactok.config.schema import SourceConfig
-
-    return OmegaConf.to_container(OmegaConf.structured(SourceConfig(path=str(path))))
+    return DatasetConfig(name=path.name, path=None, sources=[SourceConfig(path=str(path))])
 
 
 def _raw_inputs(path: Path):

@@ -8,6 +8,7 @@ import numpy as np
 from helpers import FAKE_SHA
 
 from snactok.codec.layout import pad_multiple, padded_length, token_lengths
+from snactok.config.schema import OutputConfig
 from snactok.output.files import JsonlLog
 from snactok.output.formats import Columns, Row, write_unit
 
@@ -134,7 +135,9 @@ def make_run(
             }
             rows.append(Row(meta, rng.integers(0, 4096, sum(lengths)).astype(np.int16), tuple(lengths)))
             row += 1
-        files = write_unit(run_dir / "shards", f"{LABEL}-{index:05d}", rows, columns, out)
+        files = write_unit(
+            run_dir / "shards", f"{LABEL}-{index:05d}", rows, columns, OutputConfig(**out)
+        )
         for r in range(row, row + bad):
             rejects.append(
                 {"source": LABEL, "unit": index, "row": r, "id": f"clip_{r:03d}.wav"}

@@ -17,6 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from snactok import register_configs
 from snactok.codec.weights import calibration_audio
+from snactok.config.schema import typed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,11 @@ def compose_cfg(overrides: list[str] | None = None):
             return compose("config", overrides=list(overrides or []))
     finally:
         GlobalHydra.instance().clear()
+
+
+def typed_cfg(overrides: list[str] | None = None):
+    """`compose_cfg` as the run reads it: the schema's dataclasses (`config.schema.typed`)."""
+    return typed(compose_cfg(overrides))
 
 
 def assert_codes_spread(model, arch) -> None:
@@ -122,15 +128,13 @@ def assert_gone(pids: list[int], within: float) -> None:
         time.sleep(0.05)
 
 
-def local_dataset(path, streaming: bool = False, **settings) -> dict:
-    """The resolved `dataset` config of one local source, with the schema's defaults for what
+def local_dataset(path, streaming: bool = False, **settings):
+    """The typed `dataset` config of one local source, with the schema's defaults for what
     `settings` leaves out, as `sources.open_sources` takes it."""
-    from omegaconf import OmegaConf
+    from snactok.config.schema import DatasetConfig, SourceConfig
 
-    from snactok.config.schema import SourceConfig
-
-    src = OmegaConf.to_container(OmegaConf.structured(SourceConfig(path=str(path), **settings)))
-    return {"streaming": streaming, "reshard": False, "languages": [], "sources": [src]}
+    source = SourceConfig(path=str(path), **settings)
+    return DatasetConfig(name="local", path=None, streaming=streaming, sources=[source])
 
 
 def demo_rows() -> list[dict]:

@@ -149,7 +149,7 @@ def test_a_json_field_that_is_not_there_fails_before_anything_starts(tmp_path, w
     )
 
 
-def _source(path, **settings) -> dict:
+def _source(path, **settings):
     return local_dataset(path, **({"text_column": "json.text"} | settings))
 
 

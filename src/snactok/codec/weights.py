@@ -3,15 +3,15 @@ spread their codes), and loading them into a SNAC."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,15 @@ from torch.nn.utils import parametrize
 
 from snactok.errors import ConfigError
 
+if TYPE_CHECKING:
+    from snactok.config.schema import CodecConfig
+
 RANDOM = "random"
 WEIGHT_FILES = ("config.json", "pytorch_model.bin")
 CALIBRATION = resources.files("snactok") / "assets" / "calibration_speech.flac"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Weights:
     """Where a run's weights come from: `hub`, `local` or `random`."""
 
@@ -38,9 +41,9 @@ class Weights:
         return {"kind": self.kind, "name": self.name, "path": self.path, "commit": self.sha}
 
 
-def resolve_weights(codec: Any) -> Weights:
+def resolve_weights(codec: CodecConfig) -> Weights:
     """Find the weights before any process starts; fail with the override to use if we can't."""
-    name = str(codec["weights"])
+    name = str(codec.weights)
     if name == RANDOM:
         return Weights(kind=RANDOM, name=name)
     local = Path(name).expanduser()
@@ -56,16 +59,16 @@ def resolve_weights(codec: Any) -> Weights:
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise ConfigError(
             f"codec.weights={name!r} is neither a local directory nor a Hub repo id (user/name); "
-            f"use a dir with {list(WEIGHT_FILES)}, a repo id such as {codec['repo']!r}, or `random`"
+            f"use a dir with {list(WEIGHT_FILES)}, a repo id such as {codec.repo!r}, or `random`"
         )
     return _resolve_hub(name, codec)
 
 
-def _resolve_hub(repo: str, codec: Any) -> Weights:
+def _resolve_hub(repo: str, codec: CodecConfig) -> Weights:
     from huggingface_hub import hf_hub_download
 
     try:
-        paths = [hf_hub_download(repo, f, revision=codec.get("revision")) for f in WEIGHT_FILES]
+        paths = [hf_hub_download(repo, f, revision=codec.revision) for f in WEIGHT_FILES]
     except Exception as err:  # offline, DNS, auth, missing repo: all end the same way
         raise ConfigError(
             f"cannot get the weights of {repo!r}: the Hub is unreachable or refused "
@@ -78,9 +81,9 @@ def _resolve_hub(repo: str, codec: Any) -> Weights:
     return Weights(kind="hub", name=repo, path=str(snapshot), sha=snapshot.name)
 
 
-def _check_arch(loaded: dict, codec: Any, where: str) -> None:
+def _check_arch(loaded: dict, codec: CodecConfig, where: str) -> None:
     """Refuse weights whose config.json differs from the codec's arch, naming the codec they are."""
-    diffs = _arch_diffs(loaded, codec["arch"])
+    diffs = _arch_diffs(loaded, codec.arch)
     if not diffs:
         return
     fits = [name for name, arch in checked_in_codecs().items() if not _arch_diffs(loaded, arch)]
@@ -89,10 +92,11 @@ def _check_arch(loaded: dict, codec: Any, where: str) -> None:
         if fits
         else "they fit no codec in conf/codec/"
     )
-    raise ConfigError(f"weights {where!r} do not fit codec={codec['name']}; {what} ({'; '.join(diffs)})")
+    raise ConfigError(f"weights {where!r} do not fit codec={codec.name}; {what} ({'; '.join(diffs)})")
 
 
 def _arch_diffs(loaded: dict, declared: Any) -> list[str]:
+    declared = arch_dict(declared)
     return [
         f"{k}: weights have {loaded[k]!r}, config declares {declared[k]!r}"
         for k in declared
@@ -117,8 +121,10 @@ def _plain(value: Any) -> Any:
 
 
 def arch_dict(arch: Any) -> dict[str, Any]:
-    """The arch as a plain dict, fit for `SNAC(**arch)` and `config.json`."""
-    return {k: _plain(v) for k, v in arch.items()}
+    """The arch (the config's `ArchConfig`, or a mapping such as a `config.json`) as a plain dict,
+    fit for `SNAC(**arch)` and `config.json`."""
+    items = dataclasses.asdict(arch) if dataclasses.is_dataclass(arch) else arch
+    return {k: _plain(v) for k, v in items.items()}
 
 
 def load_model(weights: Weights, arch: Any, seed: int = 0, fold: bool = True) -> SNAC:
@@ -156,7 +162,7 @@ def random_snac(arch: dict[str, Any], seed: int, jitter: float = 1e-3) -> SNAC:
 RANDOM_RECIPE = 1  # bump when random_snac or its calibration changes what it builds
 
 
-def random_weights_dir(arch: dict[str, Any], seed: int, root: Path) -> Path:
+def random_weights_dir(arch: Any, seed: int, root: Path) -> Path:
     """The seeded, calibrated random SNAC saved under `root`, built only if not there yet.
 
     The key covers everything that decides the weights: arch, seed, recipe, calibration audio,
@@ -166,6 +172,7 @@ def random_weights_dir(arch: dict[str, Any], seed: int, root: Path) -> Path:
 
     from snactok.output.files import sha256_file
 
+    arch = arch_dict(arch)
     with resources.as_file(CALIBRATION) as audio:
         audio_sha = sha256_file(audio)
     recipe = {

@@ -5,9 +5,10 @@ typo, a wrong type or a value outside a choice (the `StrEnum`s below) fails at c
 Hydra's message, which names the key, the value and the choices. Checks across keys, and of
 values a type cannot express, are in `config/checks.py`.
 
-The choices are `StrEnum`s, so a value equals its plain string (`OutputFormat.jsonl == "jsonl"`);
-the run resolves the config with `enum_to_str=True`, so what it writes and hashes (manifest,
-fingerprint, W&B) are the same plain strings as before.
+After composition the run reads the config as these dataclasses (`typed`): attribute access with
+the types declared here, and it pickles to spawned children as it is. The choices are `StrEnum`s,
+so a value equals its plain string (`OutputFormat.jsonl == "jsonl"`); what a run writes and hashes
+(manifest, fingerprint, W&B) is `plain(...)` of it: dicts, lists and plain strings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 class OutputFormat(StrEnum):
@@ -245,3 +246,15 @@ def register_configs() -> None:
     cs.store(group="codec", name="base_codec", node=CodecConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)
+
+
+def typed(cfg: DictConfig) -> Config:
+    """The composed config as the schema's dataclasses, interpolations resolved."""
+    return OmegaConf.to_object(cfg)
+
+
+def plain(node: Any) -> Any:
+    """A config, or any part of it (typed or not), as plain dicts, lists and strings."""
+    if not isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.create(node)
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from snactok.codec.layout import token_lengths
-from snactok.codec.weights import Weights
+from snactok.codec.weights import Weights, arch_dict
+from snactok.config.schema import Config, OutputConfig
 from snactok.engine.messages import Batch, Reject
 from snactok.engine.summary import MainLoad, log_summary, summarize, verification
 from snactok.engine.writers import Writers
@@ -41,7 +42,7 @@ class UnitState:
     last_read: float = 0.0  # when a reader read its latest row (time.monotonic, system-wide)
 
 
-def shard_columns(src: Source, arch: dict, out: dict) -> Columns:
+def shard_columns(src: Source, arch: dict, out: OutputConfig) -> Columns:
     """The columns of `src`'s shards and their types. Ids are row indices without an id column
     (`<shard>/<row>` strings for streamed shards of unknown size), else its values (non-int ones
     as strings)."""
@@ -54,7 +55,7 @@ def shard_columns(src: Source, arch: dict, out: dict) -> Columns:
         constants=src.constants,
         with_speaker=bool(src.speaker_column),
         id_is_int=id_dtype.startswith(("int", "uint")),
-        flatten=out["flatten"],
+        flatten=out.flatten,
         kept={name: arrow_type(src.feature(path)) for name, path in src.keep.items()},
     )
 
@@ -67,7 +68,7 @@ class Collector:
         units: list[Unit],
         mine: list[Unit],
         sources: list[Source],
-        conf: dict,
+        conf: Config,
         run_dir: Path,
         weights: Weights,
         t0: float,
@@ -76,9 +77,9 @@ class Collector:
         self.t0 = t0
         self.units = units
         self.sources = sources
-        self.arch = conf["codec"]["arch"]
-        self.out = conf["output"]
-        self.dry_run = conf["runtime"].get("dry_run", False)
+        self.arch = arch_dict(conf.codec.arch)
+        self.out = conf.output
+        self.dry_run = conf.runtime.dry_run
         self.readers: int | None = None  # set when the readers start
         self.load = MainLoad()
         self.columns = [shard_columns(src, self.arch, self.out) for src in sources]
@@ -91,7 +92,7 @@ class Collector:
             u.index: UnitState(expected=u.rows) for u in mine if u.index not in prior.committed
         }
         self.committed: list[dict] = list(prior.committed.values())
-        writers = conf["output"].get("writers", 0)
+        writers = conf.output.writers
         self.writers = Writers(writers) if writers and self.state else None
         self.planned = len(mine)  # this job's units
         self.prior_units = len(self.committed)
@@ -205,7 +206,7 @@ class Collector:
         try:
             return write()
         except OSError as err:
-            suffixes = FORMAT_SUFFIXES[self.out["format"]]
+            suffixes = FORMAT_SUFFIXES[self.out.format]
             names = " and ".join(str(self.shards_dir / f"{unit.name}{s}") for s in suffixes)
             raise PipelineError(f"cannot write {names}: {err}") from err
 

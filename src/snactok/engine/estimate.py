@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from snactok.codec.layout import token_rates
+from snactok.codec.weights import arch_dict
+from snactok.config.schema import Config
 from snactok.engine.devices import usable_cores
 from snactok.inputs.sources import Source
 from snactok.inputs.units import Unit
@@ -32,7 +34,7 @@ BYTES_PER_TOKEN = {"jsonl": 2.83, "parquet": 3.28}
 
 
 def make_plan(
-    conf: dict,
+    conf: Config,
     sources: list[Source],
     units: list[Unit],
     mine: list[Unit],
@@ -40,31 +42,31 @@ def make_plan(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Print this job's plan and write it to run_dir/plan.json; return it."""
-    rt, out, arch = conf["runtime"], conf["output"], conf["codec"]["arch"]
+    rt, out, arch = conf.runtime, conf.output, conf.codec.arch
     durations = sample_durations(sources, mine, SAMPLE_ROWS)
     known = [u.rows for u in mine if u.rows is not None]
     rows = sum(known) if len(known) == len(mine) else None
     mean = sum(durations) / len(durations) if durations else None
     audio = rows * mean if rows is not None and mean is not None else None
-    tokens_per_second = sum(token_rates(arch))
-    measured = read_rates(Path(rt["cache_dir"]).expanduser()).get(rate_key(conf, devices))
+    tokens_per_second = sum(token_rates(arch_dict(arch)))
+    measured = read_rates(Path(rt.cache_dir).expanduser()).get(rate_key(conf, devices))
     per_token = {
         fmt: (measured or {}).get(f"bytes_per_token_{fmt}") or BYTES_PER_TOKEN[fmt]
         for fmt in ("jsonl", "parquet")
     }
-    formats = ["jsonl", "parquet"] if out["format"] == "both" else [out["format"]]
+    formats = ["jsonl", "parquet"] if out.format == "both" else [out.format]
     out_bytes = (
         sum(per_token[f] for f in formats) * tokens_per_second * audio if audio is not None else None
     )
-    pipeline = read_rates(Path(rt["cache_dir"]).expanduser()).get(pipeline_key(conf))
+    pipeline = read_rates(Path(rt.cache_dir).expanduser()).get(pipeline_key(conf))
     device_rate = measured["audio_seconds_per_second_per_device"] * len(devices) if measured else None
     pipeline_rate = pipeline["audio_seconds_per_second"] if pipeline else None
     rate = min(r for r in (device_rate, pipeline_rate) if r) if device_rate else None
     plan = {
         "type": "plan",
-        "dataset": conf["dataset"]["name"],
-        "codec": conf["codec"]["name"],
-        "job": [rt["job_index"], rt["num_jobs"]],
+        "dataset": conf.dataset.name,
+        "codec": conf.codec.name,
+        "job": [rt.job_index, rt.num_jobs],
         "units": len(mine),
         "units_total": len(units),
         "rows": rows,
@@ -73,7 +75,7 @@ def make_plan(
         "audio_hours": audio / 3600 if audio is not None else None,
         "tokens_per_audio_second": tokens_per_second,
         "output_bytes": out_bytes,
-        "files": len(mine) * len(FORMAT_SUFFIXES[out["format"]]),
+        "files": len(mine) * len(FORMAT_SUFFIXES[out.format]),
         "devices": devices,
         "rate": measured,
         # runtime.dry_run's measure of everything but the model, with this dataset and codec
@@ -130,17 +132,17 @@ def _duration(value: Any) -> float | None:
         return audio.shape[0] / rate
 
 
-def rate_key(conf: dict, devices: list[str]) -> str:
+def rate_key(conf: Config, devices: list[str]) -> str:
 
     kind = "cuda" if any(d != "cpu" for d in devices) else f"cpu{usable_cores()}"
-    compiled = "compiled" if conf["runtime"]["compile"] else "eager"
-    return f"{kind}|{conf['codec']['name']}|{compiled}"
+    compiled = "compiled" if conf.runtime.compile else "eager"
+    return f"{kind}|{conf.codec.name}|{compiled}"
 
 
-def pipeline_key(conf: dict) -> str:
+def pipeline_key(conf: Config) -> str:
     """A dry run's rate: the whole machine's, for this dataset (its input kind) and codec."""
 
-    return f"pipeline|cpu{usable_cores()}|{conf['dataset']['name']}|{conf['codec']['name']}"
+    return f"pipeline|cpu{usable_cores()}|{conf.dataset.name}|{conf.codec.name}"
 
 
 def read_rates(cache_dir: Path) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def read_rates(cache_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> None:
+def remember_rate(conf: Config, devices: list[str], summary: dict[str, Any]) -> None:
     """Record this attempt's steady rate per device (from its first tokens on, so start-up and
     compiling are left out) and the output's bytes per token, for later plans. A cache that
     cannot be written costs only the plans."""
@@ -159,10 +161,10 @@ def remember_rate(conf: dict, devices: list[str], summary: dict[str, Any]) -> No
     audio = summary["audio_seconds_per_second"] * summary["wall_seconds"]  # this attempt's
     if audio < 10 or wall <= 0:  # too little to measure
         return
-    cache_dir = Path(conf["runtime"]["cache_dir"]).expanduser()
+    cache_dir = Path(conf.runtime.cache_dir).expanduser()
     rates = read_rates(cache_dir)
     measured = {"audio_seconds": round(audio, 1), "measured": time.strftime("%Y-%m-%d %H:%M")}
-    if conf["runtime"].get("dry_run"):  # the pipeline's rate; its stand-in tokens say no bytes
+    if conf.runtime.dry_run:  # the pipeline's rate; its stand-in tokens say no bytes
         entry = {"audio_seconds_per_second": round(audio / wall, 3), "readers": summary["readers"]}
         rates[pipeline_key(conf)] = entry | measured
     else:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from snactok.codec.weights import arch_dict
+from snactok.config.schema import Config
 from snactok.engine.device import DevicePlan, device_main
 from snactok.engine.ipc import ClipChannel, Inbox, Links
 from snactok.engine.processes import Child
@@ -52,48 +54,48 @@ class Shared:
         )
 
 
-def device_plans(conf: dict, devices: list[str], weights: Any, chunking: dict) -> list[DevicePlan]:
-    rt, codec = conf["runtime"], conf["codec"]
+def device_plans(conf: Config, devices: list[str], weights: Any, chunking: dict) -> list[DevicePlan]:
+    rt, codec = conf.runtime, conf.codec
     plans = []
     for rank, device in enumerate(devices):
         # a dry run stands in for GPUs, so it batches as they do
-        kind = "cuda" if rt["dry_run"] else device.split(":")[0]
-        batch_samples = rt["batch_samples"] or DEFAULT_BATCH_SAMPLES[kind]
+        kind = "cuda" if rt.dry_run else device.split(":")[0]
+        batch_samples = rt.batch_samples or DEFAULT_BATCH_SAMPLES[kind]
         plans.append(
             DevicePlan(
                 rank,
                 device,
                 weights,
-                codec["arch"],
-                rt["seed"],
+                arch_dict(codec.arch),
+                rt.seed,
                 batch_samples,
-                max(batch_samples, rt["queue_samples"] // (2 * len(devices))),
-                compile=rt["compile"],
-                cache_dir=rt["cache_dir"],
-                autocast=rt["autocast"],
-                tf32=rt["tf32"],
+                max(batch_samples, rt.queue_samples // (2 * len(devices))),
+                compile=rt.compile,
+                cache_dir=rt.cache_dir,
+                autocast=rt.autocast,
+                tf32=rt.tf32,
                 chunk_samples=chunking["chunk_samples"],
                 overlap_samples=chunking["overlap_samples"],
-                dry_run=rt["dry_run"],
+                dry_run=rt.dry_run,
             )
         )
     return plans
 
 
 def reader_plans(
-    conf: dict, sources: list[Source], blocks: list[Block], readers: int, devices: int
+    conf: Config, sources: list[Source], blocks: list[Block], readers: int, devices: int
 ) -> list[ReaderPlan]:
-    rt = conf["runtime"]
+    rt = conf.runtime
     return [
         ReaderPlan(
             rank,
             devices + rank,
             sources,
             blocks,
-            conf["codec"]["arch"]["sampling_rate"],
-            rt["min_samples"],
-            rt["max_duration"],
-            0.0 if rt["dry_run"] else rt["verify_fraction"],  # no model to check against
+            conf.codec.arch.sampling_rate,
+            rt.min_samples,
+            rt.max_duration,
+            0.0 if rt.dry_run else rt.verify_fraction,  # no model to check against
         )
         for rank in range(readers)
     ]

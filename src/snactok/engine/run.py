@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch.multiprocessing as tmp
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from snactok.codec.encoder import CPU_THREADS
 from snactok.codec.weights import Weights
 from snactok.config.checks import check_config
+from snactok.config.schema import Config, RuntimeConfig, typed
 from snactok.engine.child import POLL_SECONDS
 from snactok.engine.collector import Collector
 from snactok.engine.devices import default_readers, resolve_devices, usable_cores
@@ -62,27 +63,27 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     t0 = time.monotonic()
     check_config(cfg)
     mdc.fetch(cfg)  # dataset.mdc_id: download first; it sets dataset.path
-    conf = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # choices as plain str
-    _check_hub_token(conf["save"]["hub_repo"])
-    rt = conf["runtime"]
-    devices = resolve_devices(rt["devices"])
-    if rt["inprocess"]:
+    conf = typed(cfg)
+    _check_hub_token(conf.save.hub_repo)
+    rt = conf.runtime
+    devices = resolve_devices(rt.devices)
+    if rt.inprocess:
         check_inprocess(devices)
-    sources = open_sources(conf["dataset"], rt["max_rows"])
-    units = plan_units(sources, conf["output"]["lines_per_file"])
-    mine = job_units(units, rt["num_jobs"], rt["job_index"])
-    if rt["plan"]:
+    sources = open_sources(conf.dataset, rt.max_rows)
+    units = plan_units(sources, conf.output.lines_per_file)
+    mine = job_units(units, rt.num_jobs, rt.job_index)
+    if rt.plan:
         return make_plan(conf, sources, units, mine, devices, run_dir)
-    weights, chunking = weights_and_chunking(cfg, conf)
+    weights, chunking = weights_and_chunking(conf)
     first = header(conf, weights, sources, devices, chunking, units)
-    target = resume_target(rt["resume"], run_dir)
+    target = resume_target(rt.resume, run_dir)
     if target != run_dir:
         log.info("continuing the run in %s (this command's own dir keeps only its log)", target)
     target.mkdir(parents=True, exist_ok=True)
-    prior = open_run_dir(target, rt["resume"], first["fingerprint"], units)
+    prior = open_run_dir(target, rt.resume, first["fingerprint"], units)
     _log_start(rt, devices, weights, sources, units, mine, prior, target)
     collector = Collector(units, mine, sources, conf, target, weights, t0, prior)
-    tracker = Tracker(conf, target, group, rt["progress_interval"])
+    tracker = Tracker(conf, target, group, rt.progress_interval)
     summary = None
     try:
         collector.manifest.append(
@@ -92,10 +93,10 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
             _execute(conf, devices, weights, sources, units, collector, chunking, tracker)
         summary = collector.summary()
         remember_rate(conf, devices, summary)
-        if conf["report"]:
+        if conf.report:
             _report(target, tracker)
     except (PipelineError, Interrupted, KeyboardInterrupt, SystemExit) as err:
-        _log_resumable(err, collector, target, rt["resume"])
+        _log_resumable(err, collector, target, rt.resume)
         raise
     finally:
         collector.close()
@@ -105,7 +106,7 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
 
 
 def _log_start(
-    rt: dict,
+    rt: RuntimeConfig,
     devices: list[str],
     weights: Weights,
     sources: list[Source],
@@ -122,27 +123,27 @@ def _log_start(
         len(sources),
         "?" if None in rows else sum(rows),
         len(units),
-        f"; job {rt['job_index']} of {rt['num_jobs']} takes {len(mine)}" if rt["num_jobs"] > 1 else "",
+        f"; job {rt.job_index} of {rt.num_jobs} takes {len(mine)}" if rt.num_jobs > 1 else "",
         f", {len(prior.committed)} already committed" if prior.resumed else "",
         target,
     )
 
 
-def _save(conf: dict, collector: Collector, target: Path) -> None:
+def _save(conf: Config, collector: Collector, target: Path) -> None:
     """save.local and save.hub_repo, for a run that holds the whole dataset."""
-    rt, save = conf["runtime"], conf["save"]
-    if rt["num_jobs"] > 1:  # a job holds part of the data: the merge saves the whole
-        if save["local"] or save["hub_repo"]:
+    rt, save = conf.runtime, conf.save
+    if rt.num_jobs > 1:  # a job holds part of the data: the merge saves the whole
+        if save.local or save.hub_repo:
             log.info(
                 "save.local/save.hub_repo wait for all %d jobs: snactok-merge %s",
-                rt["num_jobs"],
+                rt.num_jobs,
                 target.parent,
             )
         return
-    if save["local"]:
-        save_local(collector.shard_paths(non_empty=True), Path(save["local"]))
-    if save["hub_repo"]:
-        _publish(target, save["hub_repo"], save["private"])
+    if save.local:
+        save_local(collector.shard_paths(non_empty=True), Path(save.local))
+    if save.hub_repo:
+        _publish(target, save.hub_repo, save.private)
 
 
 def _check_hub_token(repo: str | None) -> None:
@@ -210,7 +211,7 @@ def _warn_cpu_threads(cpu_threads: int | None) -> None:
 
 
 def _execute(
-    conf: dict,
+    conf: Config,
     devices: list[str],
     weights: Weights,
     sources: list[Source],
@@ -220,21 +221,21 @@ def _execute(
     tracker: Tracker,
 ) -> None:
     """Start the children, collect until every row is written or rejected, and stop them."""
-    rt = conf["runtime"]
-    num_readers = rt["num_readers"] or default_readers(devices, usable_cores())
+    rt = conf.runtime
+    num_readers = rt.num_readers or default_readers(devices, usable_cores())
     collector.readers = num_readers
     log.info("%d reader(s) -> %d device worker(s)", num_readers, len(devices))
     ctx = tmp.get_context("spawn")
-    if not rt["inprocess"]:
+    if not rt.inprocess:
         with usr2_blocked():
             resource_tracker.ensure_running()
-    shared = Shared.create(ctx, rt["queue_samples"], num_readers, len(devices))
+    shared = Shared.create(ctx, rt.queue_samples, num_readers, len(devices))
     todo = [u for u in units if u.index in collector.state]
-    blocks = read_blocks(todo, rt["read_block_rows"])
-    _warn_cpu_threads(rt["cpu_threads"])
+    blocks = read_blocks(todo, rt.read_block_rows)
+    _warn_cpu_threads(rt.cpu_threads)
     workers = device_plans(conf, devices, weights, chunking)
     readers = reader_plans(conf, sources, blocks, num_readers, len(devices))
-    if rt["inprocess"]:
+    if rt.inprocess:
         log.info("runtime.inprocess=true: readers in threads, the device loop in this process")
         children = reader_threads(shared, readers)
     else:
@@ -242,14 +243,14 @@ def _execute(
     rows = [u.rows for u in todo]
     names = [u.name for u in units]
     total = None if None in rows else sum(rows)
-    progress = Progress(total, num_readers, devices, rt["progress_interval"], names)
-    supervisor = Supervisor(children, shared.board, shared.inbox, names, rt["stall_seconds"])
+    progress = Progress(total, num_readers, devices, rt.progress_interval, names)
+    supervisor = Supervisor(children, shared.board, shared.inbox, names, rt.stall_seconds)
     clean = False
     try:
         with stop_on_signals():
             with child_env({"GLIBC_TUNABLES": MALLOC_TUNABLES}), usr2_blocked():
                 supervisor.start()
-            step = LocalDevice(workers[0], shared).step if rt["inprocess"] else None
+            step = LocalDevice(workers[0], shared).step if rt.inprocess else None
             _collect(supervisor, shared, collector, progress, tracker, step)
             clean = True
     finally:

@@ -20,11 +20,14 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snactok.engine.hook import reached
 from snactok.errors import PipelineError
 from snactok.output.formats import Columns, Row, write_unit
+
+if TYPE_CHECKING:
+    from snactok.config.schema import OutputConfig
 
 # Units handed over and not yet written, per writer: more only holds more rows in memory.
 IN_FLIGHT_PER_WRITER = 2
@@ -38,7 +41,9 @@ def _writer_setup() -> None:
     multiprocessing.current_process().name = NAME  # what snactok.engine.hook and `ps` show
 
 
-def _write(directory: Path, name: str, rows: list[Row], columns: Columns, out: dict) -> list[dict]:
+def _write(
+    directory: Path, name: str, rows: list[Row], columns: Columns, out: OutputConfig
+) -> list[dict]:
     reached("writing")
     return write_unit(directory, name, rows, columns, out)
 
@@ -54,7 +59,7 @@ class Writers:
         self.pending: deque[tuple[Any, Future]] = deque()
 
     def submit(
-        self, key: Any, directory: Path, name: str, rows: list[Row], columns: Columns, out: dict
+        self, key: Any, directory: Path, name: str, rows: list[Row], columns: Columns, out: OutputConfig
     ) -> None:
         self.pending.append((key, self.pool.submit(_write, directory, name, rows, columns, out)))
 

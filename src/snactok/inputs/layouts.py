@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 
+from snactok.config.schema import SourceConfig
 from snactok.errors import ConfigError
 from snactok.inputs.counts import file_counts
 
@@ -64,35 +65,37 @@ DATA_FILE_BUILDERS = {
 }
 
 
-def load_path(src: Any) -> datasets.Dataset:
+def load_path(src: SourceConfig) -> datasets.Dataset:
     """A local source: a folder of audio files, one data file, a `save_to_disk` dir, or anything
     `datasets.load_dataset(path)` reads (a folder of data files, a Hub snapshot on disk)."""
-    root = resolve_path(src["path"])
+    root = resolve_path(src.path)
     if not root.exists():
-        raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {root})")
+        raise ConfigError(f"dataset source path {src.path!r} does not exist (resolved to {root})")
     if root.is_file():
         options = {"delimiter": "\t"} if root.suffix.lower() == ".tsv" else {}
-        return _load_local(_file_builder(root), src, {src["split"]: str(root)}, root, **options)
-    if src.get("data_files"):  # files picked in a folder, e.g. a Hub snapshot's Emilia/EN/*.tar
-        return _load_local(str(root), src, src["data_files"], root)
+        return _load_local(_file_builder(root), src, {src.split: str(root)}, root, **options)
+    if src.data_files:  # files picked in a folder, e.g. a Hub snapshot's Emilia/EN/*.tar
+        return _load_local(str(root), src, src.data_files, root)
     if (root / f"{root.name}.py").exists():
         raise ConfigError(_script_hint(str(root)))
     if _saved_to_disk(root):
         return _load_saved(root, src)
     if (root / "clips").is_dir() and any(root.glob("*.tsv")):
-        return load_common_voice(root, src["split"])
-    split_dir = root / src["split"]
+        return load_common_voice(root, src.split)
+    split_dir = root / src.split
     if split_dir.is_dir() and _has_audio(split_dir):
         return load_audiofolder(split_dir)
     if _has_audio(root):
         return load_audiofolder(root)
     tars = sorted(root.rglob("*.tar"))
     if tars:
-        return _load_local("webdataset", src, {src["split"]: [str(t) for t in tars]}, root)
+        return _load_local("webdataset", src, {src.split: [str(t) for t in tars]}, root)
     return _load_local(str(root), src, None, root)
 
 
-def _load_local(where: str, src: Any, data_files: Any, root: Path, **options: Any) -> datasets.Dataset:
+def _load_local(
+    where: str, src: SourceConfig, data_files: Any, root: Path, **options: Any
+) -> datasets.Dataset:
     try:
         return load_files(where, src, data_files, **options)
     except ConfigError:
@@ -130,19 +133,19 @@ def _saved_files(root: Path, split: str) -> list[str]:
     return [str(root / f["filename"]) for f in state["_data_files"]]
 
 
-def _load_saved(root: Path, src: Any) -> datasets.Dataset:
+def _load_saved(root: Path, src: SourceConfig) -> datasets.Dataset:
     data = datasets.load_from_disk(str(root))
     if isinstance(data, datasets.DatasetDict):
-        if src["split"] not in data:
+        if src.split not in data:
             raise ConfigError(
                 f"{root} (a save_to_disk DatasetDict) has splits {sorted(data)}, not "
-                f"{src['split']!r}; set the source's split, e.g. dataset.sources.0.split={sorted(data)[0]}"
+                f"{src.split!r}; set the source's split, e.g. dataset.sources.0.split={sorted(data)[0]}"
             )
-        data = data[src["split"]]
+        data = data[src.split]
     return data
 
 
-def _unreadable(root: Path, src: Any, err: Exception) -> str:
+def _unreadable(root: Path, src: SourceConfig, err: Exception) -> str:
     """What was found at `root` and what it could be, instead of a library's traceback."""
     files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
     found = Counter(f.suffix.lower() or "(no suffix)" for f in files[:10000])
@@ -150,7 +153,7 @@ def _unreadable(root: Path, src: Any, err: Exception) -> str:
         f"{n} {suffix}" for suffix, n in sorted(found.items(), key=lambda x: (-x[1], x[0]))[:6]
     )
     return (
-        f"cannot read dataset source {str(root)!r} (split={src['split']!r}): "
+        f"cannot read dataset source {str(root)!r} (split={src.split!r}): "
         f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}. Found "
         f"{seen or 'no files'}. A local source is a folder of audio files (with an optional "
         "metadata.csv), one Parquet/JSONL/CSV/Arrow file, a save_to_disk dir, or a folder of "
@@ -208,20 +211,22 @@ def load_audiofolder(root: Path) -> datasets.Dataset:
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 
-def source_builder(where: str, src: Any, data_files: Any = None, **options: Any) -> Any:
+def source_builder(where: str, src: SourceConfig, data_files: Any = None, **options: Any) -> Any:
     """datasets' builder for a source. For a local folder it is made twice, the second time
     with the data files the first resolved (paths and modification times), so that its cache,
     and the features datasets keeps there, belong to these files."""
-    kwargs = {"revision": src["revision"], **options}
-    builder = datasets.load_dataset_builder(where, src["config"], data_files=data_files, **kwargs)
+    kwargs = {"revision": src.revision, **options}
+    builder = datasets.load_dataset_builder(where, src.config, data_files=data_files, **kwargs)
     if not Path(where).is_dir() or not builder.config.data_files:
         return builder
     return datasets.load_dataset_builder(
-        where, src["config"], data_files=builder.config.data_files, **kwargs
+        where, src.config, data_files=builder.config.data_files, **kwargs
     )
 
 
-def load_files(where: str, src: Any, data_files: Any = None, **options: Any) -> datasets.Dataset:
+def load_files(
+    where: str, src: SourceConfig, data_files: Any = None, **options: Any
+) -> datasets.Dataset:
     """`datasets.load_dataset(where, ...)` for the source's config and split, with two fixes.
 
     The data files are passed resolved (see `source_builder`): where a local folder's README
@@ -233,23 +238,23 @@ def load_files(where: str, src: Any, data_files: Any = None, **options: Any) -> 
     torchcodec, so their types are read from the first samples (as datasets infers them), audio
     members stored as plain bytes, then typed as undecoded Audio.
     """
-    kwargs = {"revision": src["revision"], **options}
+    kwargs = {"revision": src.revision, **options}
     builder = source_builder(where, src, data_files, **options)
     files = builder.config.data_files or {}
-    if src["split"] not in files:
+    if src.split not in files:
         raise ConfigError(
-            f"{where}: no split {src['split']!r}; its splits are {sorted(files)}. Set the "
+            f"{where}: no split {src.split!r}; its splits are {sorted(files)}. Set the "
             "source's split (and config, for a README with several `configs:`)"
         )
     features, audio = None, []
     if builder.name == "webdataset":
-        inferred = builder.as_streaming_dataset(split=src["split"]).features
+        inferred = builder.as_streaming_dataset(split=src.split).features
         audio = [k for k, v in inferred.items() if isinstance(v, datasets.Audio)]
         features = datasets.Features(
             {k: datasets.Value("binary") if k in audio else v for k, v in inferred.items()}
         )
     data = datasets.load_dataset(
-        where, src["config"], split=src["split"], data_files=files, features=features, **kwargs
+        where, src.config, split=src.split, data_files=files, features=features, **kwargs
     )
     for column in audio:  # an Arrow cast of the bytes, no encoding
         data = data.cast_column(column, datasets.Audio(decode=False))
@@ -281,25 +286,25 @@ def hub_dataset_commit(repo: str, revision: str | None) -> str | None:
     return ref.read_text().strip() if ref.is_file() else None
 
 
-def load_hub(src: Any) -> datasets.Dataset:
+def load_hub(src: SourceConfig) -> datasets.Dataset:
     try:
-        if _is_tars(src.get("data_files")):
-            return load_files(src["hub"], src, src["data_files"])
+        if _is_tars(src.data_files):
+            return load_files(src.hub, src, src.data_files)
         return datasets.load_dataset(
-            src["hub"],
-            src["config"],
-            split=src["split"],
-            revision=src["revision"],
-            data_files=src.get("data_files"),
+            src.hub,
+            src.config,
+            split=src.split,
+            revision=src.revision,
+            data_files=src.data_files,
         )
     except ConfigError:
         raise
     except Exception as err:
         text = str(err)
         if "script" in text.lower():
-            raise ConfigError(_script_hint(src["hub"])) from err
+            raise ConfigError(_script_hint(src.hub)) from err
         raise ConfigError(
-            f"cannot load dataset {src['hub']!r} (config={src['config']!r}, split={src['split']!r}): "
+            f"cannot load dataset {src.hub!r} (config={src.config!r}, split={src.split!r}): "
             f"{type(err).__name__}: {text[:300]}. Offline? Datasets already in the local HF cache load "
             "with HF_DATASETS_OFFLINE=1; otherwise use dataset=local_folder dataset.path=/your/audio."
         ) from err
@@ -315,31 +320,31 @@ def _is_tars(data_files: Any) -> bool:
     return all(str(f).endswith(".tar") for f in files)
 
 
-def load_streaming(src: Any, reshard: bool) -> tuple[datasets.IterableDataset, list]:
+def load_streaming(src: SourceConfig, reshard: bool) -> tuple[datasets.IterableDataset, list]:
     """The source as an IterableDataset, and per input shard its data file and row count (read
     from Parquet footers, a few KB per file; None for formats without one)."""
-    where = src["hub"] or str(resolve_path(src["path"]))
-    if src["path"] and not Path(where).exists():
-        raise ConfigError(f"dataset source path {src['path']!r} does not exist (resolved to {where})")
-    if src["path"] and _has_audio(Path(where)):
+    where = src.hub or str(resolve_path(src.path))
+    if src.path and not Path(where).exists():
+        raise ConfigError(f"dataset source path {src.path!r} does not exist (resolved to {where})")
+    if src.path and _has_audio(Path(where)):
         raise ConfigError(
             f"dataset.streaming=true reads data files (Parquet, JSON, CSV, WebDataset), locally or "
             f"from the Hub; {where} is a folder of audio files, which is read in place already. "
             "Set dataset.streaming=false"
         )
-    data_files, options = src.get("data_files"), {}
-    if src["path"] and Path(where).is_file():  # one local data file: its format's builder
-        where, data_files = _file_builder(Path(where)), {src["split"]: where}
-        options = {"delimiter": "\t"} if src["path"].lower().endswith(".tsv") else {}
-    elif src["path"] and _saved_to_disk(Path(where)):
-        where, data_files = "arrow", {src["split"]: _saved_files(Path(where), src["split"])}
+    data_files, options = src.data_files, {}
+    if src.path and Path(where).is_file():  # one local data file: its format's builder
+        where, data_files = _file_builder(Path(where)), {src.split: where}
+        options = {"delimiter": "\t"} if src.path.lower().endswith(".tsv") else {}
+    elif src.path and _saved_to_disk(Path(where)):
+        where, data_files = "arrow", {src.split: _saved_files(Path(where), src.split)}
     try:
         builder = source_builder(where, src, data_files, **options)
-        data = builder.as_streaming_dataset(split=src["split"])
-        files = [str(f) for f in builder.config.data_files[src["split"]]]
+        data = builder.as_streaming_dataset(split=src.split)
+        files = [str(f) for f in builder.config.data_files[src.split]]
     except Exception as err:
         raise ConfigError(
-            f"cannot stream dataset {where!r} (config={src['config']!r}, split={src['split']!r}): "
+            f"cannot stream dataset {where!r} (config={src.config!r}, split={src.split!r}): "
             f"{type(err).__name__}: {str(err)[:300]}"
         ) from err
     counts = file_counts(files, reshard)

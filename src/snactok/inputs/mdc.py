@@ -44,7 +44,7 @@ FETCHED = "snactok-fetched.json"  # beside the archive, once it is downloaded an
 def fetch(cfg: DictConfig) -> None:
     """With `dataset.mdc_id`, download and unpack the dataset (once, resumably) and set
     `dataset.path` to it, so the manifest records the path read; without, do nothing."""
-    mdc_id = cfg.dataset.get("mdc_id")
+    mdc_id = cfg.dataset.mdc_id
     if not mdc_id:
         return
     cache = Path(cfg.runtime.cache_dir).expanduser() / "mdc"

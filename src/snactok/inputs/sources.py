@@ -7,6 +7,7 @@ checks in `inputs/columns.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 import datasets
 
+from snactok.config.schema import DatasetConfig, SourceConfig, plain
 from snactok.errors import ConfigError
 from snactok.inputs.columns import (
     AUTO,
@@ -153,8 +155,8 @@ class Source:
         }
 
 
-def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
-    stream = {"streaming": dataset_cfg["streaming"], "reshard": dataset_cfg["reshard"]}
+def open_sources(dataset_cfg: DatasetConfig, max_rows: int | None) -> list[Source]:
+    stream = {"streaming": dataset_cfg.streaming, "reshard": dataset_cfg.reshard}
     configured = per_language(dataset_cfg)
     sources = [_open_source(i, src, max_rows, **stream) for i, src in enumerate(configured)]
     for src, conf in zip(sources, configured, strict=True):
@@ -171,30 +173,30 @@ def open_sources(dataset_cfg: Any, max_rows: int | None) -> list[Source]:
 LANG = "{lang}"
 
 
-def per_language(dataset_cfg: Any) -> list[dict[str, Any]]:
+def per_language(dataset_cfg: DatasetConfig) -> list[SourceConfig]:
     """The sources, one per language of `dataset.languages` (a local source's path gets
     `/<lang>`); an `add_constant` value `{lang}` becomes the language: the listed one, or without
     `dataset.languages` the source folder's name (a Common Voice release's `<lang>` dir)."""
-    languages = dataset_cfg.get("languages") or [None]
+    languages = dataset_cfg.languages or [None]
     out = []
-    for src in dataset_cfg["sources"]:
+    for src in dataset_cfg.sources:
         for lang in languages:
-            one = dict(src)
-            if lang is not None and one.get("path"):
-                one["path"] = str(Path(one["path"]) / lang)
-            code = lang or (Path(one["path"]).name if one.get("path") else one.get("config"))
-            constants = one.get("add_constant") or {}
-            one["add_constant"] = {k: code if v == LANG else v for k, v in constants.items()}
+            one = dataclasses.replace(src)
+            if lang is not None and one.path:
+                one.path = str(Path(one.path) / lang)
+            code = lang or (Path(one.path).name if one.path else one.config)
+            constants = one.add_constant or {}
+            one.add_constant = {k: code if v == LANG else v for k, v in constants.items()}
             out.append(one)
     return out
 
 
 def _open_source(
-    index: int, src: Any, max_rows: int | None, streaming: bool = False, reshard: bool = False
+    index: int, src: SourceConfig, max_rows: int | None, streaming: bool = False, reshard: bool = False
 ) -> Source:
     data, shards = _load(src, streaming, reshard)
-    revision = src["revision"] if src["hub"] else None
-    commit = hub_dataset_commit(src["hub"], revision) if src["hub"] else None
+    revision = src.revision if src.hub else None
+    commit = hub_dataset_commit(src.hub, revision) if src.hub else None
     data, audio, columns, keep = _read_columns(data, src, index)
     return Source(
         index=index,
@@ -202,41 +204,41 @@ def _open_source(
         data=data,
         num_rows=_num_rows(data, shards, max_rows, index),
         audio_columns=audio,
-        text_column=src["text_column"],
+        text_column=src.text_column,
         speaker_column=columns["speaker_column"],
         id_column=columns["id_column"],
-        constants=dict(src["add_constant"]),
+        constants=dict(src.add_constant),
         keep=keep,
         revision=revision,
         commit=commit,
-        origin=dict(src),
+        origin=plain(src),
         shards=shards,
     )
 
 
-def _load(src: Any, streaming: bool, reshard: bool) -> tuple[Any, list | None]:
+def _load(src: SourceConfig, streaming: bool, reshard: bool) -> tuple[Any, list | None]:
     """The source's rows, and with streaming its input shards."""
     if streaming:
         return load_streaming(src, reshard)
-    return (load_hub(src) if src["hub"] else load_path(src)), None
+    return (load_hub(src) if src.hub else load_path(src)), None
 
 
 def _read_columns(
-    data: Any, src: Any, index: int
+    data: Any, src: SourceConfig, index: int
 ) -> tuple[Any, tuple[str, ...], dict[str, str | None], dict[str, str]]:
     """The data cut to the columns it is read with, audio undecoded; its audio columns, its text,
     speaker and id columns (`auto` resolved), and its kept columns by output name."""
     names = column_names(data)
     # Local folders are identified by the file's path relative to the folder.
-    ids = ID_COLUMNS + (("file_name",) if src["path"] else ())
+    ids = ID_COLUMNS + (("file_name",) if src.path else ())
     columns = {
-        "text_column": src["text_column"],
-        "speaker_column": auto_column(src["speaker_column"], names, SPEAKER_COLUMNS),
-        "id_column": auto_column(src["id_column"], names, ids),
+        "text_column": src.text_column,
+        "speaker_column": auto_column(src.speaker_column, names, SPEAKER_COLUMNS),
+        "id_column": auto_column(src.id_column, names, ids),
     }
-    audio = audio_columns(src["audio_column"], names, data.features, index)
-    keep = kept_columns(src.get("keep_columns") or [], src["add_constant"], index)
-    paths = {"audio_column": audio[0] if src["audio_column"] != AUTO else None, **columns}
+    audio = audio_columns(src.audio_column, names, data.features, index)
+    keep = kept_columns(src.keep_columns or [], src.add_constant, index)
+    paths = {"audio_column": audio[0] if src.audio_column != AUTO else None, **columns}
     paths |= {f"keep_columns[{i}]": path for i, path in enumerate(keep.values())}
     check_columns(data, names, paths, index)
     used = [top_column(path, names) for path in (*audio, *columns.values(), *keep.values()) if path]
@@ -260,27 +262,27 @@ def _num_rows(data: Any, shards: list | None, max_rows: int | None, index: int) 
     return total if max_rows is None else min(total, max_rows)
 
 
-def _label(src: Any) -> str:
+def _label(src: SourceConfig) -> str:
     """`<dataset>-<config>-<split>`: the shard file prefix."""
-    if src["hub"]:
-        name = src["hub"].split("/")[-1]
+    if src.hub:
+        name = src.hub.split("/")[-1]
     else:
-        local = resolve_path(src["path"])
+        local = resolve_path(src.path)
         name = local.stem if local.is_file() else local.name
-    return "-".join(_safe(x) for x in (name, src["config"] or "default", src["split"]))
+    return "-".join(_safe(x) for x in (name, src.config or "default", src.split))
 
 
-def describe_columns(src: Source, configured: dict[str, Any]) -> str:
+def describe_columns(src: Source, configured: SourceConfig) -> str:
     """The columns a source is read with, and which were found by name, for the log."""
 
     def one(key: str, value: str | None, none: str) -> str:
-        found = " (auto)" if configured.get(key) == AUTO and value else ""
+        found = " (auto)" if getattr(configured, key) == AUTO and value else ""
         return f"{value!r}{found}" if value else none
 
     audio = " or ".join(repr(c) for c in src.audio_columns)
     kept = ", ".join(f"{path!r} as {name!r}" for name, path in src.keep.items())
     return (
-        f"audio {audio}{' (auto)' if configured.get('audio_column') == AUTO else ''}, "
+        f"audio {audio}{' (auto)' if configured.audio_column == AUTO else ''}, "
         f"text {one('text_column', src.text_column, 'none')}, "
         f"speaker {one('speaker_column', src.speaker_column, 'none')}, "
         f"id {one('id_column', src.id_column, 'the row index')}" + (f"; kept {kept}" if kept else "")

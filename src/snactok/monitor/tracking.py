@@ -18,6 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from snactok.config.checks import SECRET_KEY_WORDS
+from snactok.config.schema import Config, plain
 from snactok.output.files import JsonlLog
 from snactok.output.rundir import METRICS, job_dirs, read_run
 
@@ -29,7 +30,7 @@ SHARD_COLUMNS = ("file", "rows", "rejected", "bytes", "audio_seconds", "compress
 def wandb_mode(configured: str | None) -> str:
     """`wandb.mode`, else WANDB_MODE, else online with an API key and offline without one."""
     if configured:
-        return configured
+        return str(configured)  # a WandbMode from the typed config: its plain string
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     return "online" if _has_api_key() else "offline"
@@ -67,13 +68,13 @@ class Tracker:
     `shard/tokens_layer_<n>`, `shard/compression_vs_pcm16`.
     """
 
-    def __init__(self, conf: dict, run_dir: Path, group: str | None, interval: float):
+    def __init__(self, conf: Config, run_dir: Path, group: str | None, interval: float):
         self.interval = interval
         self.metrics = JsonlLog(run_dir / METRICS)
         self.t0 = time.monotonic()
         self._last = float("-inf")
         self._shards_seen = 0
-        self.codec_rate = conf["codec"]["arch"]["sampling_rate"]
+        self.codec_rate = conf.codec.arch.sampling_rate
         self.wandb = _start_wandb(conf, run_dir, group)
 
     def tick(
@@ -194,27 +195,27 @@ class Tracker:
             self.wandb = None
 
 
-def _start_wandb(conf: dict, run_dir: Path, group: str | None) -> Any:
+def _start_wandb(conf: Config, run_dir: Path, group: str | None) -> Any:
     """One W&B run per Hydra job, or None when W&B is disabled or cannot start."""
-    cfg = conf["wandb"]
-    mode = wandb_mode(cfg["mode"])
+    cfg = conf.wandb
+    mode = wandb_mode(cfg.mode)
     if mode == "disabled":
         return None
-    dataset, codec = conf["dataset"]["name"], conf["codec"]["name"]
+    dataset, codec = conf.dataset.name, conf.codec.name
     name = f"{dataset}-{codec}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         import wandb
 
         return wandb.init(
-            project=cfg["project"],
-            entity=cfg["entity"],
+            project=cfg.project,
+            entity=cfg.entity,
             mode=mode,
             dir=str(run_dir),
             name=name,
             group=group or name,
             job_type="encode",
-            tags=[*cfg["tags"], f"codec:{codec}", f"dataset:{dataset}"],
-            config=scrub(conf),
+            tags=[*cfg.tags, f"codec:{codec}", f"dataset:{dataset}"],
+            config=scrub(plain(conf)),
             reinit="finish_previous",
         )
     except Exception as err:

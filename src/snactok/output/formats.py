@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 from snactok.codec import orpheus
 from snactok.output.files import sha256_file, write_atomic
 from snactok.output.rundir import FORMAT_SUFFIXES, JSONL_SUFFIX
+
+if TYPE_CHECKING:
+    from snactok.config.schema import OutputConfig
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +183,18 @@ def _digits(needed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_unit(
-    directory: Path, name: str, rows: list[Row], columns: Columns, out: dict[str, Any]
+    directory: Path, name: str, rows: list[Row], columns: Columns, out: OutputConfig
 ) -> list[dict[str, Any]]:
     """Write a unit's rows in each format output.format asks for, one file each; return
     [{file, bytes, sha256}], `file` relative to the run dir, in FORMAT_SUFFIXES order."""
     files = []
-    for suffix in FORMAT_SUFFIXES[out["format"]]:
+    for suffix in FORMAT_SUFFIXES[out.format]:
         path = directory / f"{name}{suffix}"
         if suffix == JSONL_SUFFIX:
             lines = format_lines(rows, columns)
-            size, digest = write_shard(path, lines, out["gzip_level"], out["buffer_size"])
+            size, digest = write_shard(path, lines, out.gzip_level, out.buffer_size)
         else:
-            size, digest = write_parquet(path, rows, columns, out["buffer_size"])
+            size, digest = write_parquet(path, rows, columns, out.buffer_size)
         files.append({"file": f"{directory.name}/{path.name}", "bytes": size, "sha256": digest})
     return files
 

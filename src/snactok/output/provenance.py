@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from snactok.codec.weights import RANDOM, Weights
+from snactok.config.schema import Config, plain
 from snactok.inputs.layouts import REPO_ROOT
 from snactok.inputs.sources import Source
 from snactok.inputs.units import Unit
@@ -44,7 +45,7 @@ def byte_packages(output_format: str) -> tuple[str, ...]:
 
 
 def header(
-    conf: dict,
+    conf: Config,
     weights: Weights,
     sources: list[Source],
     devices: list[str],
@@ -58,12 +59,12 @@ def header(
     return {
         "type": "header",
         "schema_version": SCHEMA_VERSION,
-        **({"dry_run": DRY_RUN_NOTE} if conf["runtime"].get("dry_run") else {}),
-        "codec": conf["codec"]["name"],
-        "arch": conf["codec"]["arch"],
+        **({"dry_run": DRY_RUN_NOTE} if conf.runtime.dry_run else {}),
+        "codec": conf.codec.name,
+        "arch": plain(conf.codec.arch),
         "weights": weights_info,
         "random_weights": weights.kind == RANDOM,
-        "dataset": conf["dataset"]["name"],
+        "dataset": conf.dataset.name,
         "sources": [s.describe() for s in sources],
         "devices": devices,
         "chunking": chunking,
@@ -71,14 +72,14 @@ def header(
         "units": {"total": len(units), "names": [u.name for u in units]},
         "packages": packages,
         "git_commit": git_commit(),
-        "config": conf,
+        "config": plain(conf),
         "fingerprint": fingerprint(
             conf,
             {k: weights_info[k] for k in ("kind", "commit", "sha256")},
             [s.identity() for s in sources],
             sorted({d.split(":")[0] for d in devices}),
             chunking,
-            {p: packages[p] for p in byte_packages(conf["output"]["format"])},
+            {p: packages[p] for p in byte_packages(conf.output.format)},
         ),
     } | host()
 

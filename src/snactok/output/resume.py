@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snactok.config.schema import Config, plain
 from snactok.errors import ConfigError
 from snactok.output.files import TEMPORARY, sha256_file, write_bytes_atomic
 from snactok.output.formats import SCHEMA_VERSION
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def fingerprint(
-    conf: dict,
+    conf: Config,
     weights: dict,
     sources: list[dict],
     device_types: list[str],
@@ -43,30 +44,30 @@ def fingerprint(
     Left out on purpose: what only changes speed (readers, batch size, device count, compile),
     which may change between a crash and its resume.
     """
-    rt, out = conf["runtime"], conf["output"]
+    rt, out = conf.runtime, conf.output
     return {
         "schema_version": SCHEMA_VERSION,
-        "codec.name": conf["codec"]["name"],
-        "codec.arch": conf["codec"]["arch"],
+        "codec.name": conf.codec.name,
+        "codec.arch": plain(conf.codec.arch),
         "codec.weights": weights,
         "dataset.sources": sources,
         # the unit definition: row ranges of lines_per_file, or input shards (files, row groups)
-        "dataset.streaming": conf["dataset"].get("streaming", False),
-        "dataset.reshard": conf["dataset"].get("reshard", False),
-        "output.format": out["format"],
-        "output.lines_per_file": out["lines_per_file"],
-        "output.gzip_level": out["gzip_level"],
-        "output.flatten": out["flatten"],
-        "runtime.max_rows": rt["max_rows"],
-        "runtime.max_duration": rt["max_duration"],
-        "runtime.min_samples": rt["min_samples"],
+        "dataset.streaming": conf.dataset.streaming,
+        "dataset.reshard": conf.dataset.reshard,
+        "output.format": out.format,
+        "output.lines_per_file": out.lines_per_file,
+        "output.gzip_level": out.gzip_level,
+        "output.flatten": out.flatten,
+        "runtime.max_rows": rt.max_rows,
+        "runtime.max_duration": rt.max_duration,
+        "runtime.min_samples": rt.min_samples,
         "runtime.chunking": chunking,
-        "runtime.num_jobs": rt["num_jobs"],
-        "runtime.job_index": rt["job_index"],
+        "runtime.num_jobs": rt.num_jobs,
+        "runtime.job_index": rt.job_index,
         "runtime.devices (type)": device_types,
-        "runtime.autocast": rt["autocast"],
-        "runtime.tf32": rt["tf32"],
-        "runtime.dry_run": rt.get("dry_run", False),
+        "runtime.autocast": rt.autocast,
+        "runtime.tf32": rt.tf32,
+        "runtime.dry_run": rt.dry_run,
         "packages": packages,
     }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+
 import pytest
 from helpers import CODECS, ROOT, compose_cfg
 from hydra.errors import ConfigCompositionException
@@ -9,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from snactok.config.checks import check_config, refuse_secret_overrides
-from snactok.config.schema import SourceConfig
+from snactok.config.schema import Config, OutputFormat, RuntimeConfig, SourceConfig, plain, typed
 from snactok.engine.devices import default_readers, resolve_devices
 from snactok.engine.run import run
 from snactok.errors import ConfigError
@@ -106,11 +109,36 @@ def test_a_choice_outside_its_enum_fails_at_composition_naming_key_value_and_cho
 def test_choices_stay_plain_strings_in_the_resolved_config():
     """The manifest, the fingerprint and W&B get the strings the YAML and command line hold."""
     cfg = compose_cfg(["output.format=both", "output.flatten=orpheus", "runtime.autocast=bf16"])
-    conf = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    conf = plain(typed(cfg))
     values = (conf["output"]["format"], conf["output"]["flatten"], conf["runtime"]["autocast"])
     assert values == ("both", "orpheus", "bf16")
     assert all(type(v) is str for v in values)
     assert "format: both" in OmegaConf.to_yaml(cfg)  # what Hydra saves in .hydra/config.yaml
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["dataset=common_voice", "dataset.path=/data/cv", "dataset.languages=[en,de]"],
+        ["dataset=librispeech", "codec=snac_44khz", "runtime=cpu", "output.format=parquet"],
+        ["codec.weights=random", "dataset.streaming=true", "dataset.sources.0.keep_columns=[a]"],
+    ],
+    ids=["defaults", "common_voice", "hub_44khz", "streaming"],
+)
+def test_the_run_reads_typed_dataclasses_that_pickle_and_flatten_to_the_resolved_dict(overrides):
+    """What the run reads (`typed`) is the schema's dataclasses, interpolations resolved; it
+    survives pickling (spawned children get it so); `plain` of it is exactly the resolved dict
+    that manifests and fingerprints were made of before, so runs still resume."""
+    cfg = compose_cfg(overrides)
+    conf = typed(cfg)
+    assert isinstance(conf, Config) and isinstance(conf.runtime, RuntimeConfig)
+    assert all(isinstance(s, SourceConfig) for s in conf.dataset.sources)
+    assert isinstance(conf.output.format, OutputFormat) and "${" not in conf.codec.weights
+    assert pickle.loads(pickle.dumps(conf)) == conf
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert plain(conf) == resolved
+    assert json.dumps(plain(conf)) == json.dumps(resolved)  # the same keys in the same order
 
 
 def test_bad_values_name_the_key_and_the_choices():

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import ROOT, compose_cfg, demo_rows
+from helpers import ROOT, compose_cfg, demo_rows, typed_cfg
 
+from snactok.config.schema import typed
 from snactok.errors import ConfigError
 from snactok.inputs.audio import Rejected, Resampler, check_audio, decode
 from snactok.inputs.sources import open_sources
@@ -139,7 +140,7 @@ def _wav_bytes(audio: np.ndarray) -> bytes:
 
 
 def test_demo_folder_opens_with_ids_text_and_speakers():
-    (source,) = open_sources(compose_cfg(["dataset=demo"]).dataset, max_rows=None)
+    (source,) = open_sources(typed_cfg(["dataset=demo"]).dataset, max_rows=None)
     expected = demo_rows()
     assert source.label == "demo-default-train" and source.num_rows == len(expected) == 40
     rows = source.rows(0, source.num_rows)
@@ -152,7 +153,7 @@ def test_demo_folder_opens_with_ids_text_and_speakers():
 def test_unknown_column_lists_the_columns():
     cfg = compose_cfg(["dataset=demo", "dataset.sources.0.text_column=sentence"])
     with pytest.raises(ConfigError) as info:
-        open_sources(cfg.dataset, max_rows=None)
+        open_sources(typed(cfg).dataset, max_rows=None)
     assert "unknown dataset column 'sentence'" in str(info.value)
     assert "['file_name', 'text', 'speaker', 'audio']" in str(info.value)
 
@@ -163,7 +164,7 @@ def test_a_folder_needing_a_loading_script_is_refused_with_the_hint(tmp_path):
     (folder / "old_dataset.py").write_text("# a datasets loading script\n")
     cfg = compose_cfg(["dataset=local_folder", f"dataset.path={folder}"])
     with pytest.raises(ConfigError, match=r"loading script.*refs/convert/parquet"):
-        open_sources(cfg.dataset, max_rows=None)
+        open_sources(typed(cfg).dataset, max_rows=None)
 
 
 def test_folder_without_metadata_uses_relative_paths_as_ids(tmp_path):
@@ -173,12 +174,12 @@ def test_folder_without_metadata_uses_relative_paths_as_ids(tmp_path):
     cfg = compose_cfg(
         ["dataset=local_folder", f"dataset.path={tmp_path}", "dataset.sources.0.text_column=null"]
     )
-    (source,) = open_sources(cfg.dataset, max_rows=None)
+    (source,) = open_sources(typed(cfg).dataset, max_rows=None)
     assert [r["id"] for r in source.rows(0, 3)] == ["a/b/x.wav", "a/y.flac", "z.wav"]
 
 
 def test_units_are_fixed_row_ranges_named_by_source_and_number():
-    (source,) = open_sources(compose_cfg(["dataset=demo"]).dataset, max_rows=None)
+    (source,) = open_sources(typed_cfg(["dataset=demo"]).dataset, max_rows=None)
     units = plan_units([source], lines_per_file=16)
     assert [(u.start, u.stop) for u in units] == [(0, 16), (16, 32), (32, 40)]
     assert [u.name for u in units] == [f"demo-default-train-0000{i}" for i in range(3)]

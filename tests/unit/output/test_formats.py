@@ -6,6 +6,8 @@ The unit tests write shards straight from `snactok.output.formats`; one slow tes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import datasets
 import numpy as np
 import pyarrow as pa
@@ -16,6 +18,7 @@ from hydra.errors import ConfigCompositionException
 
 from snactok.codec import orpheus
 from snactok.config.checks import check_config
+from snactok.config.schema import OutputConfig, OutputFormat
 from snactok.errors import ConfigError
 from snactok.output import formats as shards
 from snactok.output.files import sha256_file
@@ -40,7 +43,7 @@ ORPHEUS = Columns(
     id_is_int=False,
     flatten="orpheus",
 )
-BOTH = {"format": "both", "gzip_level": 1, "buffer_size": 1 << 16}
+BOTH = OutputConfig(format=OutputFormat.both, gzip_level=1, buffer_size=1 << 16)
 
 
 def _rows(count: int = 5, seed: int = 0) -> list[Row]:
@@ -115,7 +118,7 @@ def test_jsonl_without_flatten_keeps_the_original_bytes(tmp_path):
     """write_unit's JSONL is what format_row + write_shard always wrote, and no `codes` key."""
     rows = _rows()
     plain = Columns(num_layers=3, constants={"corpus": "test"}, with_speaker=True)
-    (f,) = write_unit(tmp_path, "u", rows, plain, BOTH | {"format": "jsonl"})
+    (f,) = write_unit(tmp_path, "u", rows, plain, replace(BOTH, format=OutputFormat.jsonl))
     lines = [format_row(r.meta, r.codes, list(r.lengths), {"corpus": "test"}, True) for r in rows]
     write_shard(tmp_path / "ref.jsonl.gz", lines, gzip_level=1, buffer_size=1 << 16)
     assert (tmp_path / "u.jsonl.gz").read_bytes() == (tmp_path / "ref.jsonl.gz").read_bytes()
@@ -170,7 +173,7 @@ def test_parquet_bytes_are_the_same_for_the_same_rows(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = write_unit(tmp_path / "a", "u", _rows(), ORPHEUS, BOTH)
-    b = write_unit(tmp_path / "b", "u", _rows(), ORPHEUS, BOTH | {"buffer_size": 1 << 20})
+    b = write_unit(tmp_path / "b", "u", _rows(), ORPHEUS, replace(BOTH, buffer_size=1 << 20))
     assert [(f["bytes"], f["sha256"]) for f in a] == [(f["bytes"], f["sha256"]) for f in b]
     for name in ("u.jsonl.gz", "u.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -219,7 +222,7 @@ def test_an_empty_unit_writes_files_with_no_rows(tmp_path):
 
 def test_save_local_reads_parquet_when_there_is_no_jsonl(tmp_path):
     rows = _rows(6)
-    out = BOTH | {"format": "parquet"}
+    out = replace(BOTH, format=OutputFormat.parquet)
     (tmp_path / "shards").mkdir()
     write_unit(tmp_path / "shards", "u-00000", rows[:4], ORPHEUS, out)
     write_unit(tmp_path / "shards", "u-00001", rows[4:], ORPHEUS, out)
