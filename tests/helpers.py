@@ -39,6 +39,18 @@ def compose_cfg(overrides: list[str] | None = None):
         GlobalHydra.instance().clear()
 
 
+def demo_args(weights, run_dir, *extra: str) -> list[str]:
+    """encode.py's arguments for the demo on `runtime=debug` with `weights`, into `run_dir`, then
+    `extra` overrides."""
+    return [
+        "dataset=demo",
+        f"codec.weights={weights}",
+        "runtime=debug",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
 def typed_cfg(overrides: list[str] | None = None):
     """`compose_cfg` as the run reads it: the schema's dataclasses (`config.schema.typed`)."""
     return typed(compose_cfg(overrides))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, assert_gone, run_cli, start_cli
+from helpers import alive, assert_gone, demo_args, run_cli, start_cli
 
 from snactok.engine.hook import DIR_ENV, ENV
 
@@ -27,16 +27,8 @@ STOP_WITHIN = 10.0  # seconds from the kill to the run's exit
 
 def _args(weights: Path, run_dir: Path, *extra: str) -> list[str]:
     """12 demo rows in 3 units of 4, one reader and one CPU worker, read 2 rows at a time."""
-    return [
-        "dataset=demo",
-        f"codec.weights={weights}",
-        "runtime=debug",
-        "runtime.max_rows=12",
-        "runtime.read_block_rows=2",
-        "output.lines_per_file=4",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
+    shape = ["runtime.max_rows=12", "runtime.read_block_rows=2", "output.lines_per_file=4"]
+    return demo_args(weights, run_dir, *shape, *extra)
 
 
 @pytest.fixture(scope="module")

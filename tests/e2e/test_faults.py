@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_gone, compose_cfg, run_cli, start_cli
+from helpers import assert_gone, compose_cfg, demo_args, run_cli, start_cli
 
 from snactok.engine.run import run
 from snactok.errors import ConfigError
@@ -28,17 +28,8 @@ SHARD_NAMES = [f"demo-default-train-0000{i}.jsonl.gz" for i in range(3)]
 
 def _args(weights: Path, run_dir: Path, *extra: str) -> list[str]:
     """The demo in 3 units of 16 rows (as `demo_run`), one eager worker, commits spread out."""
-    return [
-        "dataset=demo",
-        f"codec.weights={weights}",
-        "runtime=debug",
-        "runtime.max_rows=null",
-        "runtime.read_block_rows=4",
-        "runtime.queue_samples=200000",
-        "output.lines_per_file=16",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
+    shape = ["runtime.max_rows=null", "runtime.read_block_rows=4", "runtime.queue_samples=200000"]
+    return demo_args(weights, run_dir, *shape, "output.lines_per_file=16", *extra)
 
 
 def _shard_records(run_dir: Path) -> list[dict]:

@@ -168,20 +168,17 @@ def part_waves(wave: torch.Tensor, parts: list[Part]) -> list[torch.Tensor]:
 
 
 def encode_in_parts(
-    encoder: BatchEncoder,
-    wave: torch.Tensor,
-    parts: list[Part],
-    max_batch: int = 1,
-    step: Callable[[], None] | None = None,
+    encoder: BatchEncoder, wave: torch.Tensor, parts: list[Part], **how: Any
 ) -> np.ndarray:
-    """The whole clip's flat codes (layer 1, then 2, ...), encoding it part by part.
+    """The whole clip's flat codes (layer 1, then 2, ...), encoding it part by part; `how` is
+    `frames_in_parts`' `max_batch` and `step`.
 
     The quantizer runs once over the joined frames (`frames_in_parts`), as `SNAC.encode` runs it.
     Joining each part's tokens instead is worse: the quantizer's 1x1 convolutions round
     differently at other lengths, which flipped 95 of 8,701 tokens of the demo clips in 1 s
     chunks, far from any seam.
     """
-    return encoder.quantize(frames_in_parts(encoder, wave, parts, max_batch, step)[None])[0]
+    return encoder.quantize(frames_in_parts(encoder, wave, parts, **how)[None])[0]
 
 
 def frames_in_parts(

@@ -245,7 +245,9 @@ class DeviceLoop:
         self._enter(Phase.ENCODING, clip.unit)
         while True:
             try:
-                codes = encode_in_parts(self.encoder, clip.wave, parts, per_batch, self._step)
+                codes = encode_in_parts(
+                    self.encoder, clip.wave, parts, max_batch=per_batch, step=self._step
+                )
                 break
             except torch.OutOfMemoryError as err:
                 if self.device_is_cuda:
