@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	  apt-get update && apt-get install -y python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,orpheus]"
 	touch $(STAMP)
 
 # Pretrained weights when the Hub (or the local HF cache) has them; random weights, loudly, if not.

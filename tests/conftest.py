@@ -53,6 +53,14 @@ def weights_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def orpheus_tokenizer(tmp_path_factory):
+    """A real tokenizer in the Orpheus id layout, saved with save_pretrained (tests/orpheus_tokenizer.py)."""
+    from orpheus_tokenizer import make_tokenizer
+
+    return make_tokenizer(tmp_path_factory.mktemp("orpheus_tokenizer"))
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, weights_dir):
     """The demo set with 2 readers and 2 CPU device workers, compiled, one clip per batch (the CPU
     default), 16 rows per unit (3 shards). Other tests compare their shards with its bytes."""

@@ -7,6 +7,7 @@ Each error names the key, the bad value and what would work.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from typing import Any
 
@@ -18,18 +19,25 @@ from snactok.errors import ConfigError
 
 # Keys that look like credentials. Hydra saves every override (.hydra/overrides.yaml) and the
 # composed config, and both end up in logs and W&B; secrets come from the environment instead.
-SECRET_KEY_WORDS = ("token", "api_key", "apikey", "password", "secret")
+# Key names that look like credentials: hf_token, api_key, apikey, password, secret. `token`
+# followed by `iz` is a tokenizer (template.tokenizer), which names a vocabulary, not a secret.
+SECRET_KEY = re.compile(r"token(?!iz)|api_?key|password|secret")
 SECRET_HINT = (
     "Secrets never go in the config: set HF_TOKEN (or run `hf auth login`) for the Hub, "
     "WANDB_API_KEY (or run `wandb login`) for W&B and MDC_API_KEY for the Mozilla Data Collective."
 )
 
 
+def looks_secret(key: Any) -> bool:
+    """Whether a config key's name looks like a credential's."""
+    return SECRET_KEY.search(str(key).lower()) is not None
+
+
 def refuse_secret_overrides(args: list[str]) -> None:
     """Exit (code 2) before Hydra saves anything when an override looks like a credential."""
     for arg in args:
         key = arg.split("=", 1)[0]
-        if "=" in arg and any(word in key.lstrip("+~").lower() for word in SECRET_KEY_WORDS):
+        if "=" in arg and looks_secret(key.lstrip("+~")):
             print(f"config error: refusing the override `{key}=...`. {SECRET_HINT}", file=sys.stderr)
             raise SystemExit(2)
 
@@ -39,7 +47,7 @@ def _secret_keys(cfg: Any, prefix: str = "") -> list[str]:
     found = []
     for key in keys:
         full = f"{prefix}.{key}".lstrip(".") if isinstance(cfg, DictConfig) else f"{prefix}[{key}]"
-        if isinstance(key, str) and any(word in key.lower() for word in SECRET_KEY_WORDS):
+        if isinstance(key, str) and looks_secret(key):
             found.append(full)
         node = cfg._get_node(key)
         if OmegaConf.is_config(node):
@@ -73,6 +81,7 @@ def check_config(cfg: DictConfig) -> None:
     if secrets:
         raise ConfigError(f"config keys {secrets} look like credentials. {SECRET_HINT}")
     _check_flatten(cfg)
+    _check_template(cfg)
     _check_sources(cfg.dataset)
     _require(
         cfg.dataset.streaming or not cfg.dataset.reshard,
@@ -160,6 +169,20 @@ def _check_flatten(cfg: DictConfig) -> None:
             f"{list(orpheus.VQ_STRIDES)}, codebook_size {orpheus.CODEBOOK_SIZE}); codec "
             f"{cfg.codec.name!r} has vq_strides {list(arch.vq_strides)} and codebook_size "
             f"{arch.codebook_size}. Use codec=snac_24khz, or output.flatten=null"
+        )
+
+
+def _check_template(cfg: DictConfig) -> None:
+    """A template's audio tokens are Orpheus's 7-token frames: snac_24khz's layout only."""
+    if cfg.get("template") is None:
+        return
+    arch = cfg.codec.arch
+    if (tuple(arch.vq_strides), arch.codebook_size) != (orpheus.VQ_STRIDES, orpheus.CODEBOOK_SIZE):
+        raise ConfigError(
+            f"template={cfg.template.name} needs codec=snac_24khz (3 layers, vq_strides "
+            f"{list(orpheus.VQ_STRIDES)}, codebook_size {orpheus.CODEBOOK_SIZE}), not "
+            f"codec={cfg.codec.name} (vq_strides {list(arch.vq_strides)}); use codec=snac_24khz, "
+            "or template=null"
         )
 
 

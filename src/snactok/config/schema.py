@@ -49,6 +49,14 @@ class WandbMode(StrEnum):
     disabled = "disabled"
 
 
+class Dedup(StrEnum):
+    """`template.dedup`: none keeps every frame; first_token drops a frame whose layer-1 token
+    equals the last kept frame's, as Orpheus's reference notebook does (it loses real frames)."""
+
+    none = "none"
+    first_token = "first_token"
+
+
 @dataclass
 class ArchConfig:
     """The fields of a SNAC `config.json`."""
@@ -68,6 +76,8 @@ class ArchConfig:
 
 @dataclass
 class CodecConfig:
+    """A SNAC model: where its weights come from, and its architecture."""
+
     name: str = MISSING
     repo: str = MISSING
     # Hub repo id, a local dir with config.json + pytorch_model.bin, or `random`.
@@ -193,6 +203,36 @@ class RuntimeConfig:
 
 
 @dataclass
+class TemplateConfig:
+    """A training-sequence layout (conf/template/): the text tokenized, then the audio tokens,
+    between special ids. The ids are data; conf/template/orpheus.yaml says where they come from."""
+
+    name: str = MISSING
+    # Hub id or local dir, loaded with transformers.AutoTokenizer.from_pretrained.
+    tokenizer: str = MISSING
+    # Hub revision (branch, tag or commit) when `tokenizer` is a Hub id.
+    revision: str | None = None
+    # Python format string over the row's {text} and {speaker}: "{speaker}: {text}" for
+    # multi-speaker fine-tunes.
+    text_format: str = "{text}"
+    dedup: Dedup = Dedup.none
+    # Also write `labels` (= input_ids) and `attention_mask` (all ones).
+    with_labels: bool = True
+    # The special ids, in the order a sequence holds them (snactok.codec.orpheus.sequence).
+    start_of_human: int = MISSING
+    end_of_text: int = MISSING
+    end_of_human: int = MISSING
+    start_of_ai: int = MISSING
+    start_of_speech: int = MISSING
+    # The id of code 0 at frame position 0; position k's codes start at audio_offset + k * 4096.
+    audio_offset: int = MISSING
+    end_of_speech: int = MISSING
+    end_of_ai: int = MISSING
+    # What a batch is padded with: the pad token of the run's saved tokenizer/.
+    pad: int = MISSING
+
+
+@dataclass
 class OutputConfig:
     # jsonl (gzip JSON lines, the original schema), parquet (same columns, layers list<int16>), or
     # both: one file per format per unit.
@@ -229,12 +269,16 @@ class WandbConfig:
 
 @dataclass
 class Config:
+    """What conf/config.yaml composes: one node per group and section."""
+
     codec: CodecConfig = MISSING
     dataset: DatasetConfig = MISSING
     runtime: RuntimeConfig = MISSING
     output: OutputConfig = field(default_factory=OutputConfig)
     save: SaveConfig = field(default_factory=SaveConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    # null, or a training-sequence layout (template=orpheus): `input_ids` etc. per row.
+    template: TemplateConfig | None = None
     # At the end of a run, write report/ (plots, decoded audio) as snactok-inspect does.
     report: bool = False
 
@@ -246,6 +290,7 @@ def register_configs() -> None:
     cs.store(group="codec", name="base_codec", node=CodecConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)
+    cs.store(group="template", name="base_template", node=TemplateConfig)
 
 
 def typed(cfg: DictConfig) -> Config:

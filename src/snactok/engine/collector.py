@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from snactok.codec import orpheus
 from snactok.codec.layout import token_lengths
 from snactok.codec.weights import Weights, arch_dict
-from snactok.config.schema import Config, OutputConfig
+from snactok.config.schema import Config, Dedup, OutputConfig
 from snactok.engine.messages import Batch, Reject
 from snactok.engine.summary import MainLoad, log_summary, summarize, verification
 from snactok.engine.writers import Writers
@@ -40,9 +41,10 @@ class UnitState:
     verify: Counter[str] = field(default_factory=Counter)  # clips, tokens, equal
     mismatched: list[dict] = field(default_factory=list)  # verified rows with a differing token
     last_read: float = 0.0  # when a reader read its latest row (time.monotonic, system-wide)
+    dropped_frames: int = 0  # template.dedup=first_token: frames left out of input_ids
 
 
-def shard_columns(src: Source, arch: dict, out: OutputConfig) -> Columns:
+def shard_columns(src: Source, arch: dict, out: OutputConfig, template: Any = None) -> Columns:
     """The columns of `src`'s shards and their types. Ids are row indices without an id column
     (`<shard>/<row>` strings for streamed shards of unknown size), else its values (non-int ones
     as strings)."""
@@ -57,6 +59,7 @@ def shard_columns(src: Source, arch: dict, out: OutputConfig) -> Columns:
         id_is_int=id_dtype.startswith(("int", "uint")),
         flatten=out.flatten,
         kept={name: arrow_type(src.feature(path)) for name, path in src.keep.items()},
+        template=template,
     )
 
 
@@ -82,7 +85,8 @@ class Collector:
         self.dry_run = conf.runtime.dry_run
         self.readers: int | None = None  # set when the readers start
         self.load = MainLoad()
-        self.columns = [shard_columns(src, self.arch, self.out) for src in sources]
+        self.template = conf.template
+        self.columns = [shard_columns(src, self.arch, self.out, self.template) for src in sources]
         self.weights = weights
         self.shards_dir = run_dir / "shards"
         self.shards_dir.mkdir(exist_ok=True)
@@ -118,6 +122,8 @@ class Collector:
             state.audio_seconds += meta["duration"]
             state.last_read = max(state.last_read, meta.get("read_at", 0.0))
             state.tokens.update(dict(enumerate(lengths)))
+            if self.template is not None and self.template.dedup == Dedup.first_token:
+                state.dropped_frames += int((~orpheus.kept_frames(row_codes[: lengths[0]])).sum())
             self._row_done(unit)
 
     def _verified(self, unit: int, row: int, row_id: Any, tokens: int, equal: int) -> None:
@@ -248,7 +254,7 @@ class Collector:
                 "equal": state.verify["equal"],
                 "mismatched": state.mismatched,
             },
-        }
+        } | ({"dropped_frames": state.dropped_frames} if self.template is not None else {})
 
     @property
     def complete(self) -> bool:

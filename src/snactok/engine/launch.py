@@ -83,7 +83,12 @@ def device_plans(conf: Config, devices: list[str], weights: Any, chunking: dict)
 
 
 def reader_plans(
-    conf: Config, sources: list[Source], blocks: list[Block], readers: int, devices: int
+    conf: Config,
+    sources: list[Source],
+    blocks: list[Block],
+    readers: int,
+    devices: int,
+    text_ids: Any = None,
 ) -> list[ReaderPlan]:
     rt = conf.runtime
     return [
@@ -96,6 +101,7 @@ def reader_plans(
             rt.min_samples,
             rt.max_duration,
             0.0 if rt.dry_run else rt.verify_fraction,  # no model to check against
+            text_ids,
         )
         for rank in range(readers)
     ]

@@ -80,6 +80,7 @@ class ReaderPlan:
     min_samples: int
     max_duration: float | None
     verify_fraction: float = 0.0
+    text_ids: Any = None  # template set: a TextIds, the row's text as token ids (inputs.text)
 
 
 def reader_main(
@@ -157,22 +158,26 @@ class Reader:
             text = row["text"]
             if not isinstance(text, str):
                 raise Rejected("bad_text", f"text is {type(text).__name__}, not a string")
+            speaker = row["speaker"]
+            speaker = speaker if speaker is None or isinstance(speaker, str) else str(speaker)
+            text_ids = plan.text_ids(text, speaker) if plan.text_ids else None
             audio, rate = decode(row["audio"])
             check_audio(audio, rate, plan.min_samples, plan.max_duration)
             wave = resample(audio, rate)
         except Rejected as rej:
             self.outbox.send(Reject(unit, index, _row_id(row), rej.reason, rej.detail))
             return None
-        speaker = row["speaker"]
         meta = {
             "id": _row_id(row),
             "text": text,
-            "speaker": speaker if speaker is None or isinstance(speaker, str) else str(speaker),
+            "speaker": speaker,
             "duration": round(audio.shape[0] / rate, 6),
             "read_at": time.monotonic(),  # system-wide clock: the main process times the commit
         }
         if "keep" in row:
             meta["keep"] = row["keep"]
+        if text_ids is not None:
+            meta["text_ids"] = text_ids
         verify = chosen_for_verify(source, index, plan.verify_fraction)
         return Clip(unit, index, meta, wave, verify)
 

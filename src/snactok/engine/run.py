@@ -46,12 +46,14 @@ from snactok.engine.signals import MALLOC_TUNABLES, Interrupted, child_env, stop
 from snactok.errors import ConfigError, PipelineError
 from snactok.inputs import mdc
 from snactok.inputs.sources import Source, open_sources
+from snactok.inputs.text import TextIds, open_template
 from snactok.inputs.units import Unit, job_units, plan_units
 from snactok.monitor.progress import Progress
 from snactok.monitor.tracking import Tracker
 from snactok.output.formats import save_local
 from snactok.output.provenance import header, host
 from snactok.output.resume import open_run_dir, resume_target
+from snactok.output.rundir import TOKENIZER_DIR
 
 log = logging.getLogger(__name__)
 __all__ = ["run"]
@@ -70,18 +72,21 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
     if rt.inprocess:
         check_inprocess(devices)
     sources = open_sources(conf.dataset, rt.max_rows)
+    text_ids = open_template(conf.template, sources)
     units = plan_units(sources, conf.output.lines_per_file)
     mine = job_units(units, rt.num_jobs, rt.job_index)
     if rt.plan:
         return make_plan(conf, sources, units, mine, devices, run_dir)
     weights, chunking = weights_and_chunking(conf)
-    first = header(conf, weights, sources, devices, chunking, units)
+    first = header(conf, weights, sources, devices, chunking, units, text_ids)
     target = resume_target(rt.resume, run_dir)
     if target != run_dir:
         log.info("continuing the run in %s (this command's own dir keeps only its log)", target)
     target.mkdir(parents=True, exist_ok=True)
     prior = open_run_dir(target, rt.resume, first["fingerprint"], units)
     _log_start(rt, devices, weights, sources, units, mine, prior, target)
+    if text_ids is not None:
+        text_ids.save(target / TOKENIZER_DIR, conf.template.pad)
     collector = Collector(units, mine, sources, conf, target, weights, t0, prior)
     tracker = Tracker(conf, target, group, rt.progress_interval)
     summary = None
@@ -90,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, group: str | None = None) -> dict[str, A
             {"type": "resume", "attempt_dir": str(run_dir)} | host() if prior.resumed else first
         )
         if not collector.complete:
-            _execute(conf, devices, weights, sources, units, collector, chunking, tracker)
+            _execute(conf, devices, weights, sources, units, collector, chunking, tracker, text_ids)
         summary = collector.summary()
         remember_rate(conf, devices, summary)
         if conf.report:
@@ -219,6 +224,7 @@ def _execute(
     collector: Collector,
     chunking: dict[str, Any],
     tracker: Tracker,
+    text_ids: TextIds | None,
 ) -> None:
     """Start the children, collect until every row is written or rejected, and stop them."""
     rt = conf.runtime
@@ -234,7 +240,7 @@ def _execute(
     blocks = read_blocks(todo, rt.read_block_rows)
     _warn_cpu_threads(rt.cpu_threads)
     workers = device_plans(conf, devices, weights, chunking)
-    readers = reader_plans(conf, sources, blocks, num_readers, len(devices))
+    readers = reader_plans(conf, sources, blocks, num_readers, len(devices), text_ids)
     if rt.inprocess:
         log.info("runtime.inprocess=true: readers in threads, the device loop in this process")
         children = reader_threads(shared, readers)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from snactok.config.checks import SECRET_KEY_WORDS
+from snactok.config.checks import looks_secret
 from snactok.config.schema import Config, plain
 from snactok.output.files import JsonlLog
 from snactok.output.rundir import METRICS, job_dirs, read_run
@@ -48,11 +48,7 @@ def _has_api_key() -> bool:
 def scrub(config: Any) -> Any:
     """The config without any key that looks like a credential (they are refused anyway)."""
     if isinstance(config, Mapping):
-        return {
-            k: scrub(v)
-            for k, v in config.items()
-            if not any(word in str(k).lower() for word in SECRET_KEY_WORDS)
-        }
+        return {k: scrub(v) for k, v in config.items() if not looks_secret(k)}
     if isinstance(config, list):
         return [scrub(v) for v in config]
     return config

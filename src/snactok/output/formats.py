@@ -73,6 +73,19 @@ class Columns:
     flatten: str | None = None  # None or "orpheus": also a `codes` column
     # dataset keep_columns: output name -> Parquet type (None: inferred from each unit's values)
     kept: dict[str, pa.DataType | None] = field(default_factory=dict)
+    # template (a TemplateConfig) or None: also input_ids and num_tokens (and labels,
+    # attention_mask), from the row's text_ids and layers (snactok.codec.orpheus.sequence)
+    template: Any = None
+
+
+def sequence_columns(meta: dict[str, Any], layers: list[np.ndarray], template: Any) -> dict[str, Any]:
+    """A row's training columns, as lists: input_ids, num_tokens, and with_labels' labels and
+    attention_mask."""
+    ids = orpheus.sequence(meta["text_ids"], layers, template).tolist()
+    columns: dict[str, Any] = {"input_ids": ids, "num_tokens": len(ids)}
+    if template.with_labels:
+        columns |= {"labels": ids, "attention_mask": [1] * len(ids)}
+    return columns
 
 
 def format_row(
@@ -82,6 +95,7 @@ def format_row(
     constants: dict[str, Any],
     with_speaker: bool,
     flatten: str | None = None,
+    template: Any = None,
 ) -> bytes:
     """One output line in the original pipeline's schema, plus `id` and `duration` (and `codes`
     with output.flatten=orpheus)."""
@@ -98,8 +112,11 @@ def format_row(
     row.update(meta.get("keep", ()))
     row["id"] = meta["id"]
     row["duration"] = meta["duration"]
+    layers = np.split(codes, np.cumsum(lengths)[:-1])
     if flatten == "orpheus":
-        row["codes"] = orpheus.flatten(np.split(codes, np.cumsum(lengths)[:-1])).tolist()
+        row["codes"] = orpheus.flatten(layers).tolist()
+    if template is not None:
+        row |= sequence_columns(meta, layers, template)
     return (json.dumps(row, ensure_ascii=False) + "\n").encode()
 
 
@@ -112,7 +129,13 @@ def format_lines(rows: list[Row], columns: Columns) -> list[bytes]:
     if not rows or taken & extra:  # a constant that replaces a leading key: the plain way
         return [
             format_row(
-                r.meta, r.codes, r.lengths, columns.constants, columns.with_speaker, columns.flatten
+                r.meta,
+                r.codes,
+                r.lengths,
+                columns.constants,
+                columns.with_speaker,
+                columns.flatten,
+                columns.template,
             )
             for r in rows
         ]
@@ -156,6 +179,8 @@ def _tail(r: Row, columns: Columns) -> dict[str, Any]:
     tail["duration"] = r.meta["duration"]
     if columns.flatten == "orpheus":
         tail["codes"] = orpheus.flatten(r.layers()).tolist()
+    if columns.template is not None:
+        tail |= sequence_columns(r.meta, r.layers(), columns.template)
     return tail
 
 
@@ -214,6 +239,13 @@ def parquet_schema(columns: Columns, rows: list[Row] = ()) -> pa.Schema:
     fields.append(pa.field("duration", pa.float64()))
     if columns.flatten == "orpheus":
         fields.append(pa.field("codes", pa.list_(pa.int32())))
+    if columns.template is not None:
+        fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("num_tokens", pa.int64())]
+        if columns.template.with_labels:
+            fields += [
+                pa.field("labels", pa.list_(pa.int32())),
+                pa.field("attention_mask", pa.list_(pa.int8())),
+            ]
     return pa.schema(fields)
 
 
@@ -236,7 +268,25 @@ def parquet_table(rows: list[Row], columns: Columns) -> pa.Table:
     data["duration"] = pa.array([r.meta["duration"] for r in rows], pa.float64())
     if columns.flatten == "orpheus":
         data["codes"] = _list_array([orpheus.flatten(ls) for ls in layers], pa.int32())
+    if columns.template is not None:
+        data |= _sequence_arrays(rows, layers, columns.template)
     return pa.Table.from_arrays(list(data.values()), schema=schema)
+
+
+def _sequence_arrays(
+    rows: list[Row], layers: list[list[np.ndarray]], template: Any
+) -> dict[str, pa.Array]:
+    ids = [
+        orpheus.sequence(r.meta["text_ids"], ls, template) for r, ls in zip(rows, layers, strict=True)
+    ]
+    data = {
+        "input_ids": _list_array(ids, pa.int32()),
+        "num_tokens": pa.array([len(s) for s in ids], pa.int64()),
+    }
+    if template.with_labels:
+        data["labels"] = data["input_ids"]
+        data["attention_mask"] = _list_array([np.ones(len(s), np.int8) for s in ids], pa.int8())
+    return data
 
 
 def kept_types(rows: list[Row], columns: Columns) -> dict[str, pa.DataType]:
@@ -258,6 +308,8 @@ def _list_array(values: list[np.ndarray], item: pa.DataType) -> pa.ListArray:
 def row_groups(rows: list[Row], columns: Columns, limit: int = ROW_GROUP_BYTES) -> list[tuple[int, int]]:
     """[start, stop) row ranges of at most `limit` uncompressed bytes each (a bigger row alone)."""
     per_token = 2 + (4 if columns.flatten == "orpheus" else 0)  # int16 layers (+ int32 codes)
+    if columns.template is not None:  # int32 input_ids (+ int32 labels, int8 attention_mask)
+        per_token += 4 + (5 if columns.template.with_labels else 0)
     groups, start, size = [], 0, 0
     for i, r in enumerate(rows):
         row_bytes = per_token * r.codes.size + len(r.meta["text"].encode()) + 64

@@ -34,14 +34,18 @@ PACKAGES = (
     "soundfile",
     "av",
     "pyarrow",
+    "transformers",
+    "tokenizers",
 )
 # Versions that can change tokens (kernels, the model code): part of the fingerprint.
 TOKEN_PACKAGES = ("torch", "snac")
 
 
-def byte_packages(output_format: str) -> tuple[str, ...]:
-    """Packages whose version changes the shards' bytes: pyarrow writes the Parquet files."""
-    return TOKEN_PACKAGES + (("pyarrow",) if output_format != "jsonl" else ())
+def byte_packages(output_format: str, template: bool = False) -> tuple[str, ...]:
+    """Packages whose version changes the shards' bytes: pyarrow writes the Parquet files, and
+    with a template transformers and tokenizers make the text's ids."""
+    parquet = ("pyarrow",) if output_format != "jsonl" else ()
+    return TOKEN_PACKAGES + parquet + (("transformers", "tokenizers") if template else ())
 
 
 def header(
@@ -51,9 +55,13 @@ def header(
     devices: list[str],
     chunking: dict,
     units: list[Unit],
+    text_ids: Any = None,
 ) -> dict[str, Any]:
-    """The manifest's first record for a new run; its `fingerprint` is what a resume must match."""
+    """The manifest's first record for a new run; its `fingerprint` is what a resume must match.
+    With a template, `text_ids` (inputs.text.TextIds) names its tokenizer."""
     packages = {p: version(p) for p in PACKAGES}
+    # the layout as configured, its tokenizer named by what it is (inputs.text.tokenizer_identity)
+    template = plain(conf.template) | {"tokenizer": text_ids.identity} if text_ids else None
     model_file = Path(weights.path) / "pytorch_model.bin" if weights.path else None
     weights_info = weights.describe() | {"sha256": sha256_file(model_file) if model_file else None}
     return {
@@ -73,13 +81,15 @@ def header(
         "packages": packages,
         "git_commit": git_commit(),
         "config": plain(conf),
+        **({"template": template} if template else {}),
         "fingerprint": fingerprint(
             conf,
             {k: weights_info[k] for k in ("kind", "commit", "sha256")},
             [s.identity() for s in sources],
             sorted({d.split(":")[0] for d in devices}),
             chunking,
-            {p: packages[p] for p in byte_packages(conf.output.format)},
+            {p: packages[p] for p in byte_packages(conf.output.format, template is not None)},
+            template,
         ),
     } | host()
 

@@ -38,6 +38,7 @@ def fingerprint(
     device_types: list[str],
     chunking: dict,
     packages: dict,
+    template: dict | None = None,
 ) -> dict[str, Any]:
     """Everything that changes the output's bytes or its set of rows, by config key.
 
@@ -69,7 +70,7 @@ def fingerprint(
         "runtime.tf32": rt.tf32,
         "runtime.dry_run": rt.dry_run,
         "packages": packages,
-    }
+    } | ({"template": template} if template else {})  # absent without one, as before templates
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

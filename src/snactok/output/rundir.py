@@ -38,6 +38,8 @@ REJECTS = "rejects.jsonl"
 METRICS = "metrics.jsonl"
 SHARDS = "shards"
 REPORT = "report"
+# template set: the tokenizer the input_ids were made with, its pad token the template's pad
+TOKENIZER_DIR = "tokenizer"
 JSONL_SUFFIX = ".jsonl.gz"
 PARQUET_SUFFIX = ".parquet"
 # output.format -> the file suffixes of a unit, the first one named by the shard record's `file`.

@@ -12,7 +12,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from snactok.codec import orpheus
 from snactok.codec.weights import fold_weight_norm
+from snactok.config.schema import TemplateConfig
 from snactok.inputs.audio import Rejected, Resampler, decode
 from snactok.inputs.layouts import resolve_path
 from snactok.output.files import sha256_file
@@ -84,12 +86,14 @@ def decode_samples(
         stale.unlink()  # an earlier report's clips would pass for this one's
     rate = header.arch["sampling_rate"]
     model = load_decoder(header)
+    template = header.config.get("template")
+    template = TemplateConfig(**template) if template else None
     resample = Resampler(rate)
     clips = []
     for k, (label, row) in enumerate(samples):
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(str(row["id"])).with_suffix("")))
         stem = f"{k:02d}_{name[:60]}"  # the number keeps a.wav and a.flac apart
-        recon = reconstruct(model, row)
+        recon = reconstruct(model, row, template)
         clip: dict[str, Any] = {"id": row["id"], "source": label, "duration": row["duration"]}
         clip["reconstructed"] = _write_wav(out / f"{stem}_reconstructed.wav", recon, rate)
         original = find_original(label, row["id"], header)
@@ -111,12 +115,15 @@ def decode_samples(
 
 
 @torch.inference_mode()
-def reconstruct(model: torch.nn.Module, row: dict[str, Any]) -> np.ndarray:
-    """A row's tokens through `SNAC.decode`, as mono float32 at the codec rate."""
-    codes = [
-        torch.tensor(row[f"snac_layer_{i + 1}"], dtype=torch.long)[None]
-        for i in range(row["num_layers"])
-    ]
+def reconstruct(model: torch.nn.Module, row: dict[str, Any], template: Any = None) -> np.ndarray:
+    """A row's tokens through `SNAC.decode`, as mono float32 at the codec rate. With a template,
+    the tokens are its `input_ids` taken apart (`orpheus.split_sequence`): what a trainer sees,
+    so `dedup=first_token`'s dropped frames are missing from the audio."""
+    if template is not None and "input_ids" in row:
+        layers = orpheus.split_sequence(row["input_ids"], template)[1]
+    else:
+        layers = [row[f"snac_layer_{i + 1}"] for i in range(row["num_layers"])]
+    codes = [torch.tensor(np.asarray(layer), dtype=torch.long)[None] for layer in layers]
     return model.decode(codes)[0, 0].float().numpy()
 
 

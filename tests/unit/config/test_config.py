@@ -198,7 +198,16 @@ def test_devices_are_checked_against_what_exists():
 
 
 @pytest.mark.parametrize(
-    "key", ["+hf_token", "wandb.api_key", "++HF_TOKEN", "+my_secret", "dataset.mdc_api_key"]
+    "key",
+    [
+        "+hf_token",
+        "wandb.api_key",
+        "++HF_TOKEN",
+        "+my_secret",
+        "dataset.mdc_api_key",
+        "+apikey",
+        "+access_tokens",
+    ],
 )
 def test_token_like_overrides_are_refused_with_the_environment_variable(key, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -211,6 +220,9 @@ def test_token_like_overrides_are_refused_with_the_environment_variable(key, cap
 
 def test_ordinary_overrides_pass_the_secret_check():
     refuse_secret_overrides(["dataset=demo", "runtime.max_rows=3", "-m", "codec=snac_24khz,snac_32khz"])
+    refuse_secret_overrides(
+        ["template=orpheus", "template.tokenizer=canopylabs/orpheus-3b-0.1-pretrained"]
+    )
 
 
 def test_a_credential_in_a_config_file_is_refused():

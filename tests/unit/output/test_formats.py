@@ -266,3 +266,35 @@ def test_output_format_and_flatten_choices():
         with pytest.raises(ConfigCompositionException) as info:  # the schema's enums refuse them
             compose_cfg([override])
         assert choices in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_template_columns_are_the_same_in_both_formats_and_both_jsonl_paths(tmp_path, with_labels):
+    """input_ids (int32) and num_tokens, and with labels the labels and attention_mask: the
+    same values from Parquet, the vectorised JSONL lines and format_row."""
+    from helpers import typed_cfg
+
+    template = typed_cfg(
+        ["template=orpheus", "template.tokenizer=/nowhere", f"template.with_labels={with_labels}"]
+    ).template
+    rows = [
+        Row(r.meta | {"text_ids": [128000, 7 + i]}, r.codes, r.lengths) for i, r in enumerate(_rows())
+    ]
+    columns = replace(ORPHEUS, template=template)
+    want = [
+        format_row(r.meta, r.codes, list(r.lengths), {"corpus": "test"}, True, "orpheus", template)
+        for r in rows
+    ]
+    assert shards.format_lines(rows, columns) == want
+    write_unit(tmp_path, "u", rows, columns, BOTH)
+    jsonl, table = read_shard(tmp_path / "u.jsonl.gz"), pq.read_table(tmp_path / "u.parquet")
+    assert table.to_pylist() == jsonl
+    extra = ["input_ids", "num_tokens"] + (["labels", "attention_mask"] if with_labels else [])
+    assert table.column_names[-len(extra) :] == extra
+    types = {f.name: f.type for f in table.schema}
+    assert types["input_ids"] == pa.list_(pa.int32()) and types["num_tokens"] == pa.int64()
+    for r, row in zip(rows, jsonl, strict=True):
+        assert row["input_ids"] == orpheus.sequence(r.meta["text_ids"], r.layers(), template).tolist()
+        assert row["num_tokens"] == len(row["input_ids"]) == 9 + 7 * r.lengths[0]
+        if with_labels:
+            assert row["labels"] == row["input_ids"] and row["attention_mask"] == [1] * row["num_tokens"]
