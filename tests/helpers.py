@@ -67,13 +67,18 @@ def assert_codes_spread(model, arch) -> None:
         assert counts.max().item() / c.numel() < 0.15, (layer, counts.max().item() / c.numel())
 
 
-def populate_hf_cache(hf_home: Path, repo: str, weights: Path) -> Path:
-    """Lay out `weights` as the HF hub cache does for `repo` at main, so hf_hub_download finds them
-    offline exactly as it finds weights a user downloaded earlier."""
+def populate_hf_cache(
+    hf_home: Path,
+    repo: str,
+    weights: Path,
+    names: tuple[str, ...] = ("config.json", "pytorch_model.bin"),
+) -> Path:
+    """Lay out the files `names` of `weights` as the HF hub cache does for `repo` at main, so
+    hf_hub_download finds them offline exactly as it finds files a user downloaded earlier."""
     base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
     snapshot = base / "snapshots" / FAKE_SHA
     snapshot.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "pytorch_model.bin"):
+    for name in names:
         target = snapshot / name
         if not target.exists():
             target.symlink_to(weights / name)

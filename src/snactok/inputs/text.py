@@ -51,18 +51,27 @@ def load_tokenizer(template: TemplateConfig) -> Any:
 
 
 def tokenizer_identity(tokenizer: Any, template: TemplateConfig) -> dict[str, Any]:
-    """What names a tokenizer's ids, for the header and the resume fingerprint: its name and
-    revision, its size, and a hash of its whole definition (vocabulary, merges, added tokens,
-    normalizer, post-processor) as `tokenizer.json` serializes it."""
+    """What names a tokenizer's ids, for the header and the resume fingerprint: its name, revision
+    and Hub commit, its size, and a hash of its whole definition (vocabulary, merges, added
+    tokens, normalizer, post-processor) as `tokenizer.json` serializes it."""
     definition = tokenizer.backend_tokenizer.to_str().encode()
     local = Path(template.tokenizer).expanduser()
     return {
         "name": str(local.resolve()) if local.is_dir() else template.tokenizer,
         "revision": template.revision,
+        "commit": None if local.is_dir() else _hub_commit(template.tokenizer, template.revision),
         "class": type(tokenizer).__name__,
         "size": len(tokenizer),
         "sha256": hashlib.sha256(definition).hexdigest(),
     }
+
+
+def _hub_commit(repo: str, revision: str | None) -> str | None:
+    """The Hub commit the tokenizer was loaded from: its snapshot dir in the HF cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo, "tokenizer_config.json", revision=revision)
+    return Path(path).parent.name if isinstance(path, str) else None
 
 
 def check_text_format(text_format: str, with_speaker: list[bool]) -> None:

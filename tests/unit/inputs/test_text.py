@@ -7,7 +7,7 @@ import pickle
 import sys
 
 import pytest
-from helpers import compose_cfg, typed_cfg
+from helpers import FAKE_SHA, compose_cfg, populate_hf_cache, typed_cfg
 from orpheus_tokenizer import make_tokenizer
 
 from snactok.config.checks import check_config
@@ -41,6 +41,26 @@ def test_identity_names_the_definition_not_only_the_path(orpheus_tokenizer, tmp_
     other = make_tokenizer(tmp_path / "tok", size=156_939)  # one token more, same everything else
     two = TextIds(load_tokenizer(_template(other)), _template(other)).identity
     assert one["sha256"] != two["sha256"]
+
+
+def test_a_hub_tokenizer_in_the_local_cache_loads_offline_and_names_its_commit(
+    orpheus_tokenizer, tmp_path, monkeypatch
+):
+    """The Hub path, offline: the files laid out as the HF cache holds a download."""
+    from huggingface_hub import constants as hf_constants
+
+    repo = "canopylabs/orpheus-3b-0.1-pretrained"
+    files = tmp_path / "repo"  # a model repo: its config.json (AutoTokenizer reads it) and tokenizer
+    files.mkdir()
+    (files / "config.json").write_text('{"model_type": "llama"}')
+    names = ("config.json", "tokenizer.json", "tokenizer_config.json")
+    for name in names[1:]:
+        (files / name).symlink_to(orpheus_tokenizer / name)
+    populate_hf_cache(tmp_path / "hf", repo, files, names)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    template = _template(repo)
+    identity = TextIds(load_tokenizer(template), template).identity
+    assert (identity["name"], identity["commit"], identity["size"]) == (repo, FAKE_SHA, 156_938)
 
 
 def test_a_vocabulary_short_of_the_orpheus_ids_is_refused_with_how_to_grow_it(tmp_path):
